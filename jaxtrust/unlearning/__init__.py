@@ -1,0 +1,2 @@
+"""Unlearning: MAPE-Unlearn (masked-parameter unlearning) and RSU (risk-ordered unlearning).
+(Methods land here with their issues.)"""
