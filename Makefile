@@ -45,13 +45,13 @@ demo: $(STAMP)
 test: test-main test-fhe
 
 test-main: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS) tests
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not fhe" $(PYTEST_ARGS) tests
 
 test-fhe: $(STAMP_FHE)
 	$(PY_FHE) -m pytest $(PYTEST_ARGS) -m "fhe or smoke" tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow and not fhe" $(PYTEST_ARGS) tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/lm_throughput.py
