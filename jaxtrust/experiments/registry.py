@@ -1,0 +1,243 @@
+"""Experiment registry, run context and report writing."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import platform
+import time
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+# Modules that register experiments when imported. A method's issue adds its module here; the
+# registry imports them lazily so that `jaxtrust --help` stays fast.
+EXPERIMENT_MODULES: tuple[str, ...] = ("jaxtrust.experiments.lm",)
+
+PRESETS = ("quick", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A result table: a title, column names and rows (numbers or strings)."""
+
+    title: str
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+
+    def __post_init__(self):
+        for row in self.rows:
+            if len(row) != len(self.columns):
+                raise ValueError(f"table {self.title!r}: row {row!r} has {len(row)} cells, expected {len(self.columns)}")
+
+    def to_markdown(self) -> str:
+        def fmt(x: Any) -> str:
+            if isinstance(x, float):
+                return "nan" if math.isnan(x) else f"{x:.4g}"
+            return str(x)
+
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def to_text(self) -> str:
+        cells = [[str(c) for c in self.columns]] + [[Table._fmt(x) for x in row] for row in self.rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(self.columns))]
+        out = [self.title]
+        for j, row in enumerate(cells):
+            out.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+            if j == 0:
+                out.append("  ".join("-" * w for w in widths))
+        return "\n".join(out)
+
+    @staticmethod
+    def _fmt(x: Any) -> str:
+        return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """What an experiment returns: JSON-able metrics, tables for the report, and prose."""
+
+    metrics: dict[str, Any]
+    tables: list[Table] = dataclasses.field(default_factory=list)
+    summary: str = ""
+
+
+@dataclasses.dataclass
+class RunContext:
+    """Where an experiment writes, and the shared knobs of a run."""
+
+    out_dir: Path
+    seed: int
+    preset: str
+    progress: bool = True
+    plots: list[Path] = dataclasses.field(default_factory=list)
+
+    def save_figure(self, fig: Any, name: str) -> Path:
+        """Save a matplotlib figure as ``out_dir/name.png`` and list it in the report."""
+        path = self.out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        self.plots.append(path)
+        return path
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            print(f"[{_dt.datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    config_cls: type
+    presets: Mapping[str, Any]
+    fn: Callable[[Any, RunContext], ExperimentResult]
+
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def register(name: str, *, description: str, config_cls: type, presets: Mapping[str, Any]):
+    """Decorator registering ``fn(config, ctx) -> ExperimentResult`` under ``name``."""
+    missing = set(PRESETS) - set(presets)
+    if missing:
+        raise ValueError(f"experiment {name!r} lacks presets {sorted(missing)}")
+
+    def decorator(fn):
+        _REGISTRY[name] = Experiment(name, description, config_cls, dict(presets), fn)
+        return fn
+
+    return decorator
+
+
+def _load_all() -> None:
+    for module in EXPERIMENT_MODULES:
+        importlib.import_module(module)
+
+
+def list_experiments() -> list[Experiment]:
+    _load_all()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_experiment(name: str) -> Experiment:
+    _load_all()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown experiment {name!r}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def _coerce(value: str, annotation: Any) -> Any:
+    """Parse a command-line override ``--set key=value`` into the field's type."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if value.lower() in ("1", "true", "yes"):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    if annotation in (int, float, str):
+        return annotation(value)
+    if origin is tuple or annotation is tuple:
+        return tuple(json.loads(value)) if value.startswith("[") else tuple(value.split(","))
+    return json.loads(value)
+
+
+def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
+    """Return ``config`` with ``key=value`` overrides applied (types from the dataclass)."""
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        if key not in hints:
+            raise ValueError(f"unknown config field {key!r} for {type(config).__name__}; fields: {sorted(hints)}")
+        try:
+            changes[key] = _coerce(value, hints[key])
+        except (ValueError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot parse {key}={value!r} as {hints[key]}: {err}") from err
+    return dataclasses.replace(config, **changes)
+
+
+def environment_info() -> dict[str, Any]:
+    import jax
+
+    return {
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPU",
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
+    return x
+
+
+def run_experiment(
+    name: str,
+    *,
+    preset: str = "quick",
+    seed: int = 0,
+    out_dir: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> ExperimentResult:
+    """Run a registered experiment and write ``metrics.json``, ``report.md`` and plots.
+
+    ``metrics.json`` holds the experiment's own metrics at top level (the schema each method's
+    issue specifies) plus a ``_run`` entry with the config, seed and environment.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    experiment = get_experiment(name)
+    config = apply_overrides(experiment.presets[preset], overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(out_dir=out, seed=seed, preset=preset, progress=progress)
+    ctx.log(f"{name}: preset={preset} seed={seed} -> {out}")
+    start = time.perf_counter()
+    result = experiment.fn(config, ctx)
+    wall = time.perf_counter() - start
+    run_info = {"experiment": name, "preset": preset, "seed": seed, "config": _jsonable(config), "wall_s": round(wall, 2), **environment_info()}
+    metrics = {**_jsonable(result.metrics), "_run": run_info}
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=False))
+    tmp.replace(out / "metrics.json")  # atomic: a crash never leaves a half-written file
+    lines = [f"# {name}: {experiment.description}", "", f"Preset `{preset}`, seed {seed}, {wall:.1f} s on {run_info['machine']} (jax {run_info['jax']}, {run_info['date']}).", ""]
+    if result.summary:
+        lines += [result.summary, ""]
+    for table in result.tables:
+        lines += [table.to_markdown(), ""]
+    for plot in ctx.plots:
+        lines += [f"![{plot.stem}]({plot.name})", ""]
+    lines += ["<details><summary>config</summary>", "", "```json", json.dumps(_jsonable(config), indent=2), "```", "</details>", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    if progress:
+        for table in result.tables:
+            print("\n" + table.to_text())
+        print(f"\nwrote {out / 'metrics.json'} and {out / 'report.md'}", flush=True)
+    return result
