@@ -190,11 +190,11 @@ class Checkpointer:
             raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
         if save_interval_steps < 1:
             raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
+        self.save_interval_steps = int(save_interval_steps)
         self.directory = os.path.abspath(os.fspath(directory))
         os.makedirs(self.directory, exist_ok=True)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
-            save_interval_steps=save_interval_steps,
             enable_async_checkpointing=async_save,
             create=True,
         )
@@ -214,6 +214,9 @@ class Checkpointer:
         step = int(step)
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
+        # The interval is applied here: orbax's own policy always saves the first step it sees.
+        if not force and step % self.save_interval_steps:
+            return False
         return bool(self._manager.save(step, args=_prepare_save(state, metadata), force=force))
 
     def latest_step(self) -> int | None:
