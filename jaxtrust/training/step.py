@@ -100,6 +100,10 @@ def init_train_state(
 
     Returns:
       ``(graphdef, state)``; rebuild the module with :func:`merge_model`.
+
+    The state shares its arrays with ``model`` (no copy). A train step built with
+    ``donate=True`` frees them, so after the first step use ``merge_model(graphdef, state)``
+    rather than ``model``.
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
