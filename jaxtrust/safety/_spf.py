@@ -238,7 +238,7 @@ def spf(
             at updates ``0, N, 2N, ...`` (a ``lax.cond``, so shapes stay static under jit).
         basis: ``"auto"`` | ``"svd"`` | ``"gram"`` | ``"randomized"`` basis estimator
             (:func:`jaxtrust.safety.choose_basis_method`; ``"auto"`` uses the exact SVD up to a
-            smaller side of 256, else the randomized range finder or the Gram matrix).
+            smaller side of 64, else the randomized range finder or the Gram matrix).
         seed: seed of the randomized range finder's test matrix.
         check_inputs: check ``safety_grads`` / ``safety_factors`` for NaN/Inf and a missing
             basis (under ``jax.jit`` via ``jax.debug.callback``). Structure, shape and rank

@@ -41,8 +41,10 @@ ProjectionMode = Literal["conflict", "pcgrad", "null", "block"]
 BASIS_METHODS = ("auto", "svd", "gram", "randomized")
 PROJECTION_MODES = ("conflict", "pcgrad", "null", "block")
 
-# "auto" uses the exact SVD up to this smaller side; beyond it the cheaper estimators.
-AUTO_SVD_MAX_SIDE = 256
+# "auto" uses the exact SVD up to this smaller side; beyond it the cheaper estimators
+# (benchmarks/spf_basis.py: on CPU the Gram route is already ~4x faster than the SVD at
+# 128 x 512 with the same accuracy, and the randomized one faster still).
+AUTO_SVD_MAX_SIDE = 64
 
 
 class SubspaceBasis(NamedTuple):
@@ -141,6 +143,11 @@ def choose_basis_method(shape: tuple[int, int], k: int, method: BasisMethod = "a
 
     The randomized range finder wins when ``k + oversample`` is much smaller than the smaller
     side; otherwise the Gram matrix of the smaller side is the cheaper exact-enough route.
+    Whatever the estimator, the stored ``u``/``v`` columns are orthonormal, so the projection
+    guarantees of :func:`project` (``c_i >= 0`` after ``"conflict"``, descent kept) hold
+    exactly for the basis it returns; only how well that basis matches the true top-k
+    singular subspace depends on the estimator (randomized: exact when
+    ``rank(G) <= k + 8``, otherwise it needs a decaying spectrum).
     """
     if method not in BASIS_METHODS:
         raise ValueError(f"basis must be one of {BASIS_METHODS}, got {method!r}")

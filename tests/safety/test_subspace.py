@@ -82,6 +82,7 @@ def test_estimators_agree_with_full_svd_on_low_rank(method, m, n, r, k):
 
 def test_auto_method_choice():
     assert sub.choose_basis_method((64, 512), 8) == "svd"
+    assert sub.choose_basis_method((128, 512), 8) == "randomized"
     assert sub.choose_basis_method((1024, 4096), 8) == "randomized"
     assert sub.choose_basis_method((300, 4096), 70) == "gram"
     with pytest.raises(ValueError, match="basis"):
