@@ -190,8 +190,9 @@ def _as_prompt_lists(prompt_tokens, prompt_mask) -> list[list[int]]:
     return prompts
 
 
-def _cache_dtype(state) -> Any:
-    for leaf in jax.tree.leaves(state):
+def _cache_dtype(model) -> Any:
+    """The parameters' floating dtype (keys/values are stored like the activations)."""
+    for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             return leaf.dtype
     return jnp.float32
@@ -287,7 +288,7 @@ def generate(
     prompt_lengths = mask.sum(axis=1).astype(np.int32)
 
     graphdef, state = nnx.split(model)
-    cache = KVCache.init(config, batch, total, _cache_dtype(state))
+    cache = KVCache.init(config, batch, total, _cache_dtype(model))
     first_logits, cache = _prefill(
         graphdef, state, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask), cache
     )
