@@ -202,7 +202,9 @@ class Checkpointer:
             self.directory, options=options, item_names=("state", "metadata")
         )
 
-    def save(self, step: int, state: PyTree, metadata: dict | None = None, force: bool = False) -> bool:
+    def save(
+        self, step: int, state: PyTree, metadata: dict | None = None, force: bool = False
+    ) -> bool:
         """Save ``state`` as checkpoint ``step``; returns whether a save was started.
 
         Args:
@@ -313,9 +315,9 @@ def load_pytree(path: str | os.PathLike, target: PyTree) -> PyTree:
         raise FileNotFoundError(f"load_pytree: no checkpoint written by save_pytree at {path}")
     args, paths, leaves, treedef = _restore_args(target)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        meta = checkpointer.restore(
-            path, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
-        )["metadata"]
+        meta = checkpointer.restore(path, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))[
+            "metadata"
+        ]
         _check_compatible(meta["leaves"], paths, leaves, path)
         restored = checkpointer.restore(path, args=args)
     return _rebuild(restored["state"], paths, leaves, treedef)

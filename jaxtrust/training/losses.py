@@ -1,3 +1,4 @@
+# ruff: noqa: F722  (jaxtyping shape strings such as "batch seq" are not forward references)
 """Losses for causal-LM training and preference optimisation.
 
 Everything here is a pure function of arrays, computed in float32 whatever the dtype of the

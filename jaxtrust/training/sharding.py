@@ -47,7 +47,12 @@ def path_to_str(path: Sequence[Any], *, drop_value: bool = True) -> str:
     ``"params/l1/kernel"``.
     """
     names = [_component_name(k) for k in path]
-    if drop_value and names and names[-1] == "value" and isinstance(path[-1], jax.tree_util.GetAttrKey):
+    if (
+        drop_value
+        and names
+        and names[-1] == "value"
+        and isinstance(path[-1], jax.tree_util.GetAttrKey)
+    ):
         names = names[:-1]
     return "/".join(names)
 
@@ -167,7 +172,9 @@ def shard_params(state: PyTree, mesh: Mesh, rules: Rules | None = None) -> PyTre
             return jax.device_put(x, replicated)
         problem = _spec_fits(spec, x.shape, mesh)
         if problem:
-            raise ValueError(f"sharding rule for {name!r} (shape {x.shape}) does not fit: {problem}")
+            raise ValueError(
+                f"sharding rule for {name!r} (shape {x.shape}) does not fit: {problem}"
+            )
         return jax.device_put(x, NamedSharding(mesh, spec))
 
     return jax.tree_util.tree_map_with_path(place, state)

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jaxtyping import Array, PyTree
+from jaxtyping import PyTree
 
 __all__ = [
     "TrainState",
@@ -134,7 +134,9 @@ def _cast_floating(tree: PyTree, dtype: Any) -> PyTree:
 
 
 def _restore_dtypes(tree: PyTree, like: PyTree) -> PyTree:
-    return jax.tree.map(lambda x, ref: x.astype(ref.dtype) if x.dtype != ref.dtype else x, tree, like)
+    return jax.tree.map(
+        lambda x, ref: x.astype(ref.dtype) if x.dtype != ref.dtype else x, tree, like
+    )
 
 
 def _global_norm(tree: PyTree) -> jax.Array:

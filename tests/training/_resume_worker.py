@@ -100,7 +100,10 @@ def run_lm_job(ckpt_dir, num_steps: int, checkpoint_every: int, kill_at: int | N
     def log_fn(done, record):
         print(f"step {done} loss {record['loss']:.6f}", flush=True)
         if kill_at is not None and done >= kill_at and checkpointer.latest_step() is not None:
-            print(f"killing at step {done}, latest checkpoint {checkpointer.latest_step()}", flush=True)
+            print(
+                f"killing at step {done}, latest checkpoint {checkpointer.latest_step()}",
+                flush=True,
+            )
             os.kill(os.getpid(), signal.SIGKILL)
 
     try:

@@ -20,7 +20,7 @@ from jaxtrust.training import (
     save_pytree,
 )
 
-from ._resume_worker import MLP, build_lm_job, lm_batch, mse_loss, regression_batch, run_lm_job
+from ._resume_worker import MLP, build_lm_job, lm_batch, regression_batch, run_lm_job
 
 WORKER = os.path.join(os.path.dirname(__file__), "_resume_worker.py")
 
@@ -73,7 +73,7 @@ def test_retention_and_save_interval(tmp_path):
     with Checkpointer(tmp_path, max_to_keep=2, save_interval_steps=2) as ckpt:
         assert not ckpt.save(1, tree)  # off the interval grid
         for step in (2, 4, 6):
-            assert ckpt.save(step, jax.tree.map(lambda x: x + step, tree))
+            assert ckpt.save(step, jax.tree.map(lambda x, s=step: x + s, tree))
         assert ckpt.save(7, tree, force=True)
         ckpt.wait()
         assert ckpt.all_steps() == [6, 7]
@@ -142,8 +142,16 @@ def test_fit_history_eval_and_in_process_resume(tmp_path):
 
     with Checkpointer(tmp_path, max_to_keep=5) as ckpt:
         state, history = fit(
-            graphdef, state, step, lm_batch, num_steps=6, checkpointer=ckpt,
-            checkpoint_every=4, eval_fn=eval_fn, eval_every=3, progress=True,
+            graphdef,
+            state,
+            step,
+            lm_batch,
+            num_steps=6,
+            checkpointer=ckpt,
+            checkpoint_every=4,
+            eval_fn=eval_fn,
+            eval_every=3,
+            progress=True,
         )
         assert ckpt.all_steps() == [4, 6]
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
@@ -152,8 +160,16 @@ def test_fit_history_eval_and_in_process_resume(tmp_path):
     # A second call with a larger budget continues from checkpoint 6, not from scratch.
     graphdef, fresh, step = build_lm_job()
     with Checkpointer(tmp_path) as ckpt:
-        resumed, more = fit(graphdef, fresh, step, lm_batch, num_steps=8, checkpointer=ckpt,
-                            checkpoint_every=4, progress=False)
+        resumed, more = fit(
+            graphdef,
+            fresh,
+            step,
+            lm_batch,
+            num_steps=8,
+            checkpointer=ckpt,
+            checkpoint_every=4,
+            progress=False,
+        )
     assert [h["step"] for h in more] == [7, 8]
     assert int(resumed.step) == 8
 
@@ -163,10 +179,15 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     ckpt_dir = tmp_path / "ckpt"
     proc = subprocess.run(
         [sys.executable, WORKER, str(ckpt_dir), str(num_steps), str(every), str(kill_at)],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
     )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
-    printed = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("step ")]
+    printed = [
+        int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("step ")
+    ]
     assert printed and printed[-1] >= kill_at and printed[-1] < num_steps
     with Checkpointer(ckpt_dir) as ckpt:
         interrupted_at = ckpt.latest_step()
@@ -176,12 +197,15 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     assert resumed_history[0]["step"] == interrupted_at + 1  # really resumed, not restarted
     reference, reference_history = run_lm_job(None, num_steps, every)
     assert int(resumed.step) == int(reference.step) == num_steps
-    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(reference.params), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(resumed.params), jax.tree.leaves(reference.params), strict=True
+    ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
     np.testing.assert_allclose(
         [h["loss"] for h in resumed_history],
         [h["loss"] for h in reference_history[interrupted_at:]],
-        rtol=0, atol=1e-6,
+        rtol=0,
+        atol=1e-6,
     )
     # The run did learn something (the comparison is not between two untrained models).
     assert reference_history[-1]["loss"] < 0.7 * reference_history[0]["loss"]

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from jaxtrust.training import dpo_loss, lm_loss, prompt_loss_mask, sequence_logprobs
 
 
-
 def _np_log_softmax(x):
     x = np.asarray(x, np.float64)
     m = x.max(-1, keepdims=True)
@@ -26,7 +25,12 @@ def _np_lm_loss(logits, tokens, mask):
     weights = np.asarray(mask, np.float64)[:, 1:]
     n = weights.sum()
     correct = (logp.argmax(-1) == target).astype(np.float64)
-    return -(picked * weights).sum() / n, (correct * weights).sum() / n, n, (picked * weights).sum(-1)
+    return (
+        -(picked * weights).sum() / n,
+        (correct * weights).sum() / n,
+        n,
+        (picked * weights).sum(-1),
+    )
 
 
 def _random_lm(seed, b=3, s=7, v=11, scale=4.0):
@@ -71,7 +75,9 @@ def test_masked_positions_do_not_matter_and_empty_mask_is_finite():
     assert len(masked) > 0
     loss2, _ = lm_loss(jnp.asarray(l2), jnp.asarray(t2), jnp.asarray(mask))
     np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
-    zero, metrics = lm_loss(jnp.asarray(logits), jnp.asarray(tokens), jnp.zeros_like(jnp.asarray(mask)))
+    zero, metrics = lm_loss(
+        jnp.asarray(logits), jnp.asarray(tokens), jnp.zeros_like(jnp.asarray(mask))
+    )
     assert float(zero) == 0.0 and float(metrics["num_tokens"]) == 0.0
 
 
@@ -131,7 +137,8 @@ def _logps(seed, n=6):
 
 
 @pytest.mark.parametrize(
-    "beta,ls,loss_type", [(0.1, 0.0, "sigmoid"), (0.5, 0.2, "sigmoid"), (0.1, 0.0, "ipo"), (1.0, 0.0, "ipo")]
+    "beta,ls,loss_type",
+    [(0.1, 0.0, "sigmoid"), (0.5, 0.2, "sigmoid"), (0.1, 0.0, "ipo"), (1.0, 0.0, "ipo")],
 )
 def test_dpo_matches_numpy(beta, ls, loss_type):
     pc, pr, rc, rr = _logps(int(beta * 10) + len(loss_type))
@@ -139,7 +146,9 @@ def test_dpo_matches_numpy(beta, ls, loss_type):
     ref_loss, ref_chosen, ref_rejected, ref_acc = _np_dpo(pc, pr, rc, rr, beta, ls, loss_type)
     np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["reward_chosen"]), ref_chosen, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(float(metrics["reward_rejected"]), ref_rejected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        float(metrics["reward_rejected"]), ref_rejected, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(
         float(metrics["reward_margin"]), ref_chosen - ref_rejected, rtol=1e-5, atol=1e-6
     )
@@ -154,12 +163,17 @@ def test_dpo_matches_torch_reference():
 
     pc, pr, rc, rr = _logps(7)
     beta, ls = 0.3, 0.1
-    tensors = [torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=True) for x in (pc, pr, rc, rr)]
+    tensors = [
+        torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=True)
+        for x in (pc, pr, rc, rr)
+    ]
     logits = (tensors[0] - tensors[2]) - (tensors[1] - tensors[3])
     ref = (-F.logsigmoid(beta * logits) * (1 - ls) - F.logsigmoid(-beta * logits) * ls).mean()
     ref.backward()
     loss, _ = dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=ls)
-    grads = jax.grad(lambda a, b: dpo_loss(a, b, rc, rr, beta=beta, label_smoothing=ls)[0], argnums=(0, 1))(pc, pr)
+    grads = jax.grad(
+        lambda a, b: dpo_loss(a, b, rc, rr, beta=beta, label_smoothing=ls)[0], argnums=(0, 1)
+    )(pc, pr)
     np.testing.assert_allclose(float(loss), ref.item(), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(grads[0]), tensors[0].grad.numpy(), rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(np.asarray(grads[1]), tensors[1].grad.numpy(), rtol=1e-4, atol=1e-7)
@@ -177,15 +191,20 @@ def test_dpo_properties(pc, pr, rc, rr, beta):
     loss, metrics = dpo_loss(*args, beta=beta)
     # Antisymmetry: loss(h) - loss(-h) = -beta * h  (log sigma(x) - log sigma(-x) = x).
     swapped, swapped_metrics = dpo_loss(args[1], args[0], args[3], args[2], beta=beta)
-    np.testing.assert_allclose(float(loss) - float(swapped), -beta * np.float32(h), rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(
-        float(metrics["reward_margin"]), -float(swapped_metrics["reward_margin"]), rtol=1e-5, atol=1e-5
+        float(loss) - float(swapped), -beta * np.float32(h), rtol=1e-3, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        float(metrics["reward_margin"]),
+        -float(swapped_metrics["reward_margin"]),
+        rtol=1e-5,
+        atol=1e-5,
     )
     assert float(loss) >= 0  # > 0 mathematically; may underflow to 0 at huge margins
-    # Gradient sign: raising the chosen log-prob lowers the loss, raising the rejected one raises it.
-    g_chosen, g_rejected = jax.grad(lambda a, b: dpo_loss(a, b, args[2], args[3], beta=beta)[0], argnums=(0, 1))(
-        args[0], args[1]
-    )
+    # Gradient sign: a higher chosen log-prob lowers the loss, a higher rejected one raises it.
+    g_chosen, g_rejected = jax.grad(
+        lambda a, b: dpo_loss(a, b, args[2], args[3], beta=beta)[0], argnums=(0, 1)
+    )(args[0], args[1])
     assert float(g_chosen[0]) <= 0 <= float(g_rejected[0])
     np.testing.assert_allclose(float(g_chosen[0]), -float(g_rejected[0]), rtol=1e-6, atol=1e-12)
     # Gradient magnitude beta * sigmoid(-beta h): strictly positive unless saturated.
@@ -207,7 +226,9 @@ def test_dpo_zero_margin_is_log2_and_ipo_minimum(ref, shift, beta):
     at_min = rc + target
     assert float(ipo(at_min)) < 1e-6 * max(1.0, target**2)
     assert abs(float(jax.grad(ipo)(at_min)[0])) < 1e-3 * max(1.0, target)
-    assert float(ipo(at_min + 1.0)) > float(ipo(at_min)) and float(ipo(at_min - 1.0)) > float(ipo(at_min))
+    assert float(ipo(at_min + 1.0)) > float(ipo(at_min)) and float(ipo(at_min - 1.0)) > float(
+        ipo(at_min)
+    )
 
 
 def test_label_smoothing_bounds_the_loss_from_below():

@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxtrust.training import (
     fsdp_rules,
@@ -23,7 +24,11 @@ from ._resume_worker import MLP, mse_loss, regression_batch
 
 needs_8 = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (host) devices")
 
-TENSOR_PARALLEL = [(r"l1/kernel$", P(None, "model")), (r"l1/bias$", P("model")), (r"l2/kernel$", P("model", None))]
+TENSOR_PARALLEL = [
+    (r"l1/kernel$", P(None, "model")),
+    (r"l1/bias$", P("model")),
+    (r"l2/kernel$", P("model", None)),
+]
 
 
 def _run(mesh, rules, steps=5, accum_steps=1):
@@ -102,7 +107,9 @@ def test_shard_params_rules_and_errors():
     placed = shard_params(params, mesh, TENSOR_PARALLEL)
     assert placed["l1"]["kernel"][...].sharding.spec == P(None, "model")
     assert placed["l2"]["bias"][...].sharding.spec == P()  # unmatched: replicated
-    np.testing.assert_array_equal(np.asarray(placed["l1"]["kernel"][...]), np.asarray(params["l1"]["kernel"][...]))
+    np.testing.assert_array_equal(
+        np.asarray(placed["l1"]["kernel"][...]), np.asarray(params["l1"]["kernel"][...])
+    )
     with pytest.raises(ValueError, match=r"l2/bias.*not divisible"):
         shard_params(params, make_mesh(data=1, model=8), [(r"bias$", P("model"))])
     with pytest.raises(ValueError, match="no axis 'tensor'"):

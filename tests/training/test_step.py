@@ -30,14 +30,17 @@ def _reference_mlp_loss(p, batch):
 def _plain_params(model: MLP) -> dict:
     # Copies: the train state shares (and its donating step frees) the model's buffers.
     return {
-        "w1": jnp.array(model.l1.kernel[...]), "b1": jnp.array(model.l1.bias[...]),
-        "w2": jnp.array(model.l2.kernel[...]), "b2": jnp.array(model.l2.bias[...]),
+        "w1": jnp.array(model.l1.kernel[...]),
+        "b1": jnp.array(model.l1.bias[...]),
+        "w2": jnp.array(model.l2.kernel[...]),
+        "b2": jnp.array(model.l2.bias[...]),
     }
 
 
 def _max_diff(a, b) -> float:
     return max(
-        float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        float(jnp.max(jnp.abs(x - y)))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
     )
 
 
@@ -56,7 +59,9 @@ def test_one_sgd_step_matches_hand_written_gradient():
     expected = jax.tree.map(lambda p, g: p - lr * g, plain, grads)
     got = _plain_params(merge_model(graphdef, new_state))
     for name in expected:
-        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(expected[name]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(got[name]), np.asarray(expected[name]), rtol=1e-5, atol=1e-6
+        )
     np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-6)
     grad_norm = np.sqrt(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)))
     np.testing.assert_allclose(float(metrics["grad_norm"]), grad_norm, rtol=1e-5)
@@ -75,7 +80,9 @@ def test_gradient_accumulation_equals_full_batch(accum_steps):
         batch = regression_batch(i)
         full, full_metrics = full_step(full, batch)
         accum, accum_metrics = accum_step(accum, batch)
-        np.testing.assert_allclose(float(accum_metrics["loss"]), float(full_metrics["loss"]), rtol=1e-5)
+        np.testing.assert_allclose(
+            float(accum_metrics["loss"]), float(full_metrics["loss"]), rtol=1e-5
+        )
         np.testing.assert_allclose(
             float(accum_metrics["grad_norm"]), float(full_metrics["grad_norm"]), rtol=1e-5
         )
@@ -128,7 +135,10 @@ def _project_out(safety_key: str = "safety_grads") -> optax.GradientTransformati
     def update_fn(updates, state, params=None, **extra):
         del params
         direction = extra[safety_key]
-        dot = sum(jnp.vdot(u, d) for u, d in zip(jax.tree.leaves(updates), jax.tree.leaves(direction)))
+        dot = sum(
+            jnp.vdot(u, d)
+            for u, d in zip(jax.tree.leaves(updates), jax.tree.leaves(direction), strict=True)
+        )
         norm2 = sum(jnp.vdot(d, d) for d in jax.tree.leaves(direction))
         return jax.tree.map(lambda u, d: u - dot / norm2 * d, updates, direction), state
 
@@ -140,7 +150,9 @@ def test_extra_args_reach_the_transform():
         return jnp.mean(model(batch["x"][:, ::-1]) ** 2)
 
     def vdot_tree(a, b):
-        return float(sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+        return float(
+            sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+        )
 
     batch = regression_batch(3)
     tx = optax.chain(_project_out(), optax.sgd(0.1))
@@ -196,7 +208,9 @@ def test_batch_statistics_are_carried_in_rest():
     step = make_train_step(graphdef, mse_loss, tx)
     state, _ = step(state, batch)
     expected_mean = 0.1 * np.asarray(jnp.mean(pre_bn, axis=0))
-    np.testing.assert_allclose(np.asarray(state.rest["bn"]["mean"][...]), expected_mean, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(state.rest["bn"]["mean"][...]), expected_mean, rtol=1e-5, atol=1e-7
+    )
 
 
 def test_matches_nnx_optimizer_api():
@@ -234,7 +248,9 @@ def test_evaluate_is_token_weighted():
         b = lm_batch(i, batch=4)
         b["loss_mask"] = b["loss_mask"].at[:, keep:].set(0.0)
         batches.append(b)
-    result = evaluate(graphdef, state, batches, metric_fn, eval_step=make_eval_step(graphdef, metric_fn))
+    result = evaluate(
+        graphdef, state, batches, metric_fn, eval_step=make_eval_step(graphdef, metric_fn)
+    )
 
     model.eval()
     total, count = 0.0, 0.0
@@ -258,7 +274,9 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="accum_steps"):
         make_train_step(graphdef, mse_loss, tx, accum_steps=0)
     with pytest.raises(ValueError, match="divisible by accum_steps=3"):
-        make_train_step(graphdef, mse_loss, tx, accum_steps=3, donate=False)(state, regression_batch(0))
+        make_train_step(graphdef, mse_loss, tx, accum_steps=3, donate=False)(
+            state, regression_batch(0)
+        )
     with pytest.raises(ValueError, match="scalar loss"):
         make_train_step(graphdef, lambda m, b, r: (m(b["x"]), {}), tx, donate=False)(
             state, regression_batch(0)
