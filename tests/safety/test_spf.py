@@ -110,13 +110,17 @@ def test_include_exclude_select_by_path():
     assert path_name(jax.tree_util.tree_flatten_with_path(updates)[0][0][0]) == "attn/o"
 
 
+# One transform and one compiled update per mode, shared by the hypothesis examples.
+_TXS = {mode: spf(rank=2, mode=mode) for mode in ("conflict", "null")}
+_JIT_UPDATES = {mode: jax.jit(tx.update) for mode, tx in _TXS.items()}
+
+
 @settings(max_examples=6, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**16), mode=st.sampled_from(["conflict", "null"]))
 def test_descent_direction_kept_and_idempotent(seed, mode):
     updates, safety = conflicting_pair(seed)
-    tx = spf(rank=2, mode=mode)
-    update = jax.jit(tx.update)
-    out, state = update(updates, tx.init(updates), None, safety_grads=safety)
+    update = _JIT_UPDATES[mode]
+    out, state = update(updates, _TXS[mode].init(updates), None, safety_grads=safety)
     inner = sum(float(jnp.vdot(a, b)) for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(updates), strict=True))
     assert inner > 0
     again, _ = update(out, state, None)  # basis kept: projecting twice changes nothing
