@@ -8,7 +8,7 @@ Works for any Flax NNX module and any loss ``loss_fn(model, batch, rng) -> (loss
                          checkpointer=Checkpointer("ckpt"), checkpoint_every=100)
 """
 
-from jaxtrust.training.checkpoint import Checkpointer, load_pytree, save_pytree
+from jaxtrust.training.checkpoint import Checkpointer, abstract_like, load_pytree, save_pytree
 from jaxtrust.training.loop import fit
 from jaxtrust.training.losses import (
     dpo_loss,
@@ -31,6 +31,7 @@ from jaxtrust.training.step import (
 __all__ = [
     "Checkpointer",
     "TrainState",
+    "abstract_like",
     "dpo_loss",
     "evaluate",
     "find_learning_rate",

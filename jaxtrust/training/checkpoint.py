@@ -41,7 +41,23 @@ from jaxtyping import PyTree
 
 from jaxtrust.training.sharding import _component_name, path_to_str
 
-__all__ = ["Checkpointer", "save_pytree", "load_pytree"]
+__all__ = ["Checkpointer", "abstract_like", "save_pytree", "load_pytree"]
+
+
+def abstract_like(tree: PyTree) -> PyTree:
+    """``jax.ShapeDtypeStruct`` leaves with the shapes, dtypes *and shardings* of ``tree``.
+
+    Use it as a restore target: unlike ``jax.eval_shape``, it keeps each array's sharding, so a
+    sharded state is restored directly into its layout.
+    """
+
+    def leaf(x):
+        sharding = getattr(x, "sharding", None)
+        if isinstance(sharding, jax.sharding.Sharding):
+            return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+        return jax.ShapeDtypeStruct(np.shape(x), np.result_type(x))
+
+    return jax.tree.map(leaf, tree)
 
 
 def _is_key(x: Any) -> bool:
@@ -257,8 +273,9 @@ class Checkpointer:
         Args:
           step: which checkpoint; ``None`` for the latest.
           target: a pytree with the expected structure; its leaves may be arrays or
-            ``jax.ShapeDtypeStruct`` (e.g. ``jax.eval_shape`` of the state). Shardings of the
-            target's leaves are reused for the restored arrays.
+            ``jax.ShapeDtypeStruct`` (:func:`abstract_like` of the state, or
+            ``jax.eval_shape``). The target leaves' shardings are reused for the restored
+            arrays (leaves without one go to the first device).
 
         Returns:
           a pytree with ``target``'s treedef and leaf dtypes.

@@ -28,20 +28,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxtrust.training.checkpoint import Checkpointer
+from jaxtrust.training.checkpoint import Checkpointer, abstract_like
 from jaxtrust.training.step import TrainState
 
 __all__ = ["fit"]
-
-
-def _abstract(state: TrainState) -> Any:
-    def leaf(x):
-        sharding = getattr(x, "sharding", None)
-        if isinstance(sharding, jax.sharding.Sharding):
-            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
-        return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
-
-    return jax.tree.map(leaf, state)
 
 
 def _to_python(metrics: dict) -> dict[str, float]:
@@ -98,7 +88,7 @@ def fit(
             f"checkpoint_every and eval_every must be >= 1, got {checkpoint_every}, {eval_every}"
         )
     if checkpointer is not None and checkpointer.latest_step() is not None:
-        state = checkpointer.restore(target=_abstract(state))
+        state = checkpointer.restore(target=abstract_like(state))
     start = int(jax.device_get(state.step))
     if start > num_steps:
         raise ValueError(f"state is already at step {start} > num_steps={num_steps}")

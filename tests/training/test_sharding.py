@@ -116,3 +116,24 @@ def test_shard_params_rules_and_errors():
         shard_params(params, mesh, [(r"kernel$", P("tensor"))])
     with pytest.raises(ValueError, match="2 entries for a 1-D"):
         shard_params(params, mesh, [(r"bias$", P(None, "model"))])
+
+
+@needs_8
+def test_sharded_state_checkpoint_round_trip_keeps_layout(tmp_path):
+    from jaxtrust.training import Checkpointer, abstract_like
+
+    mesh = make_mesh(data=4, model=2)
+    tx = optax.adam(1e-2)
+    graphdef, state = init_train_state(MLP(rngs=nnx.Rngs(0)), tx)
+    state = shard_params(state, mesh, TENSOR_PARALLEL)
+    state, _ = make_train_step(graphdef, mse_loss, tx, mesh=mesh, donate=False)(
+        state, shard_batch(regression_batch(0), mesh)
+    )
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, state)
+        ckpt.wait()
+        restored = ckpt.restore(target=abstract_like(state))
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert a.sharding == b.sharding
+    assert restored.params["l1"]["kernel"][...].sharding.spec == P(None, "model")
