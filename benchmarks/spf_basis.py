@@ -79,7 +79,10 @@ def main() -> None:
             "svd": (jax.jit(functools.partial(sub.basis_svd, k=k)), (g,)),
             "gram": (jax.jit(functools.partial(sub.basis_gram, k=k)), (g,)),
             "randomized": (jax.jit(functools.partial(sub.basis_randomized, k=k)), (g,)),
-            "factors (QR + TxT SVD)": (jax.jit(functools.partial(sub.basis_from_factors, k=k)), (xj, gyj)),
+            "factors (QR + TxT SVD)": (
+                jax.jit(functools.partial(sub.basis_from_factors, k=k)),
+                (xj, gyj),
+            ),
         }
         auto = sub.choose_basis_method((m, n), k)
         for name, (fn, inputs) in methods.items():
@@ -88,7 +91,8 @@ def main() -> None:
             err = float(np.abs(atoms(basis.u, basis.v, k) - reference).max())
             label = f"{name} (auto)" if name == auto else name
             rows.append([f"{m} x {n}", k, tokens, label, seconds * 1e3, err])
-            print(f"{m:5d} x {n:5d}  k={k} T={tokens}  {label:28s} {seconds * 1e3:9.2f} ms  err {err:.1e}", flush=True)
+            ms = seconds * 1e3
+            print(f"{m:5d} x {n:5d}  k={k} T={tokens}  {label:28s} {ms:9.2f} ms  err {err:.1e}")
 
     table = markdown_table(["matrix", "rank k", "tokens T", "method", "ms", "max atom err"], rows)
     print()
@@ -100,11 +104,11 @@ def main() -> None:
             command,
             table,
             notes=(
-                "One-sample gradient G = X^T Gy of a linear layer (T tokens, geometrically decaying "
-                "token weights), float32, jit, compile excluded, best of "
-                f">= {args.repeats} calls. 'max atom err' = max |u_i v_i^T - reference| over the top-k atoms "
-                "vs the float64 NumPy SVD. The factored path needs the layer inputs and output "
-                "gradients (spf(...).update(..., safety_factors=...))."
+                "One-sample gradient G = X^T Gy of a linear layer (T tokens, geometrically "
+                "decaying token weights), float32, jit, compile excluded, best of "
+                f">= {args.repeats} calls. 'max atom err' = max |u_i v_i^T - reference| over the "
+                "top-k atoms vs the float64 NumPy SVD. The factored path needs the layer "
+                "inputs and output gradients (spf(...).update(..., safety_factors=...))."
             ),
         )
 

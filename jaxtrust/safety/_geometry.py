@@ -1,3 +1,4 @@
+# ruff: noqa: F722  (jaxtyping shape strings such as "m n" are not forward references)
 """Gradient geometry tools for the SPF analysis (the paper's three insights as tables).
 
 Pure functions on pytrees of gradients, matched per 2-D matrix with the same selection rules
@@ -141,7 +142,9 @@ def gradient_cosine(a: Any, b: Any) -> tuple[float, dict[str, float]]:
             (pa for (pa, _), (pb, _) in zip(la, lb, strict=False) if pa != pb),
             "<length differs>",
         )
-        raise ValueError(f"gradient_cosine needs two pytrees of the same structure; differs at {first!r}")
+        raise ValueError(
+            f"gradient_cosine needs two pytrees of the same structure; differs at {first!r}"
+        )
     per_leaf: dict[str, float] = {}
     dot = na = nb = 0.0
     for (path, x), (_, y) in zip(la, lb, strict=True):
@@ -165,7 +168,9 @@ def subspace_overlap(u_a: Float[Array, "n ka"], u_b: Float[Array, "n kb"]) -> fl
     """
     a, b = np.asarray(u_a, np.float64), np.asarray(u_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
-        raise ValueError(f"subspace_overlap needs u_a [n, ka] and u_b [n, kb], got {a.shape}, {b.shape}")
+        raise ValueError(
+            f"subspace_overlap needs u_a [n, ka] and u_b [n, kb], got {a.shape}, {b.shape}"
+        )
     a = a[:, np.linalg.norm(a, axis=0) > 0]
     b = b[:, np.linalg.norm(b, axis=0) > 0]
     k = min(a.shape[1], b.shape[1])
@@ -233,4 +238,3 @@ def basis_overlap_table(
         cols = list(next(iter(rows.values())))
         rows["mean"] = {c: float(np.mean([r[c] for r in rows.values()])) for c in cols}
     return rows
-

@@ -1,3 +1,4 @@
+# ruff: noqa: F722  (jaxtyping shape strings such as "m n" are not forward references)
 """SPF: safety-preserving fine-tuning as an optax gradient transformation.
 
 See :func:`spf` for the method, the three readings of its projection rule and the API.
@@ -116,7 +117,11 @@ def selected_matrices(
     for path, leaf in leaves:
         is_stacked = _leaf_is_stacked(path, leaf, include, exclude, stacked)
         if is_stacked is not None:
-            out[path] = (tuple(leaf.shape), is_stacked, _matrix_shape(tuple(leaf.shape), is_stacked))
+            out[path] = (
+                tuple(leaf.shape),
+                is_stacked,
+                _matrix_shape(tuple(leaf.shape), is_stacked),
+            )
     return out
 
 
@@ -221,6 +226,13 @@ def spf(
     * after Adam, on the actual direction: ``optax.chain(optax.scale_by_adam(), spf(...),
       optax.scale_by_learning_rate(lr))``; the first-order guarantee above then holds exactly
       for the applied step.
+
+    Prefer ``include`` / ``exclude`` for layer selection. Inside ``optax.masked`` pass
+    ``mask_compatible_extra_args=True`` so that ``safety_grads`` is masked like the updates.
+    The state only depends on parameter shapes (derived in ``init`` from the unwrapped
+    leaves), so ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` works: ``init`` sees
+    ``nnx.Variable`` leaves, ``update`` arrays; ``safety_grads`` may be the ``nnx.State``
+    returned by ``nnx.grad``.
 
     Args:
         rank: number of safety directions k per matrix (``1 <= k <= min(m, n)``, else a
@@ -344,8 +356,11 @@ def spf(
 
     def basis_of_matrix(g2d: jax.Array, p: _Plan) -> SubspaceBasis:
         return compute_basis(
-            g2d, p.k, method=choose_basis_method((p.m, p.n), p.k, basis),
-            explained_ratio=explained_ratio, seed=seed,
+            g2d,
+            p.k,
+            method=choose_basis_method((p.m, p.n), p.k, basis),
+            explained_ratio=explained_ratio,
+            seed=seed,
         )
 
     def basis_of_leaf(p: _Plan, grad_leaf: jax.Array | None, factors: Any) -> SubspaceBasis:
@@ -408,14 +423,20 @@ def spf(
             lead = (p.shape[0],) if p.stacked else ()
             nd = len(lead) + 2
             ok = (
-                x.ndim == nd and gy.ndim == nd and x.shape[:-2] == lead and gy.shape[:-2] == lead
-                and x.shape[-1] == p.m and gy.shape[-1] == p.n and x.shape[-2] == gy.shape[-2]
+                x.ndim == nd
+                and gy.ndim == nd
+                and x.shape[:-2] == lead
+                and gy.shape[:-2] == lead
+                and x.shape[-1] == p.m
+                and gy.shape[-1] == p.n
+                and x.shape[-2] == gy.shape[-2]
             )
             if not ok:
+                x_spec = ", ".join(map(str, (*lead, "T", p.m)))
+                gy_spec = ", ".join(map(str, (*lead, "T", p.n)))
                 raise ValueError(
-                    f"safety_factors[{path!r}] must be x [{', '.join(map(str, lead + ('T', p.m)))}] "
-                    f"and gy [{', '.join(map(str, lead + ('T', p.n)))}] (same T), got "
-                    f"{tuple(x.shape)} and {tuple(gy.shape)}"
+                    f"safety_factors[{path!r}] must be x [{x_spec}] and gy [{gy_spec}] "
+                    f"(same T), got {tuple(x.shape)} and {tuple(gy.shape)}"
                 )
             out[path] = (x, gy)
         return out
@@ -426,8 +447,7 @@ def spf(
         params: Any = None,
         *,
         safety_grads: Any = None,
-        safety_factors: Mapping[str, tuple[Float[Array, "T m"], Float[Array, "T n"]]]
-        | None = None,
+        safety_factors: Mapping[str, tuple[Float[Array, "T m"], Float[Array, "T n"]]] | None = None,
         **extra_args: Any,
     ) -> tuple[Any, SPFState]:
         del params, extra_args

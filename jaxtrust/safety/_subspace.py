@@ -1,3 +1,4 @@
+# ruff: noqa: F722  (jaxtyping shape strings such as "m n" are not forward references)
 """Per-matrix low-rank safety bases and the three SPF projection rules, as pure functions.
 
 Everything here works on ONE 2-D matrix ``G`` of shape ``[m, n]`` (``jax.vmap`` them for a
@@ -177,8 +178,13 @@ def basis_svd(
     g = g.astype(jnp.float32)
     u, s, vt = jnp.linalg.svd(g, full_matrices=False)
     return _truncate(
-        u, s, vt.T, k, explained_ratio=explained_ratio,
-        total_energy=jnp.sum(jnp.square(s)), rtol=_svd_rtol(g.shape),
+        u,
+        s,
+        vt.T,
+        k,
+        explained_ratio=explained_ratio,
+        total_energy=jnp.sum(jnp.square(s)),
+        rtol=_svd_rtol(g.shape),
     )
 
 
@@ -205,8 +211,13 @@ def basis_gram(
     other = other / jnp.where(s > 0, s, 1.0)[None, :]
     u, v = (other, evecs) if transpose else (evecs, other)
     return _truncate(
-        u, s, v, k, explained_ratio=explained_ratio,
-        total_energy=jnp.sum(jnp.square(g)), rtol=GRAM_RTOL,
+        u,
+        s,
+        v,
+        k,
+        explained_ratio=explained_ratio,
+        total_energy=jnp.sum(jnp.square(g)),
+        rtol=GRAM_RTOL,
     )
 
 
@@ -236,8 +247,13 @@ def basis_randomized(
         q, _ = jnp.linalg.qr(g @ z)
     ub, s, vt = jnp.linalg.svd(q.T @ g, full_matrices=False)
     return _truncate(
-        q @ ub, s, vt.T, k, explained_ratio=explained_ratio,
-        total_energy=jnp.sum(jnp.square(g)), rtol=_svd_rtol(g.shape),
+        q @ ub,
+        s,
+        vt.T,
+        k,
+        explained_ratio=explained_ratio,
+        total_energy=jnp.sum(jnp.square(g)),
+        rtol=_svd_rtol(g.shape),
     )
 
 
@@ -285,8 +301,13 @@ def basis_from_factors(
     uc, s, vct = jnp.linalg.svd(rx @ ry.T, full_matrices=False)
     shape = (x.shape[1], gy.shape[1])
     return _truncate(
-        qx @ uc, s, qy @ vct.T, k, explained_ratio=explained_ratio,
-        total_energy=jnp.sum(jnp.square(s)), rtol=_svd_rtol(shape),
+        qx @ uc,
+        s,
+        qy @ vct.T,
+        k,
+        explained_ratio=explained_ratio,
+        total_energy=jnp.sum(jnp.square(s)),
+        rtol=_svd_rtol(shape),
     )
 
 

@@ -32,7 +32,9 @@ def test_spectrum_table_known_spectra():
     flat = with_spectrum(rng, 6, 8, [1.0] * 4)  # 4 equal singular values
     decaying = with_spectrum(rng, 6, 8, [3.0, 1.0])  # energies 9, 1
     stacked = np.stack([flat, decaying])
-    table = spectrum_table({"a": flat, "b": decaying, "s": stacked, "bias": np.ones(3)}, ks=(1, 2), ratio=0.9)
+    table = spectrum_table(
+        {"a": flat, "b": decaying, "s": stacked, "bias": np.ones(3)}, ks=(1, 2), ratio=0.9
+    )
     assert set(table) == {"a", "b", "s[0]", "s[1]", "mean", "energy_weighted"}
     assert table["a"]["cer@1"] == pytest.approx(0.25, abs=1e-5)
     assert table["a"]["effective_rank"] == pytest.approx(4.0, rel=1e-5)
@@ -73,7 +75,9 @@ def test_subspace_overlap_identity_orthogonal_and_angles():
     assert subspace_overlap(eye[:, :2], eye[:, :2]) == pytest.approx(1.0)
     assert subspace_overlap(eye[:, :2], eye[:, 2:4]) == pytest.approx(0.0)
     theta = 0.3  # one principal angle theta, one 0: mean cos^2 = (1 + cos^2 theta) / 2
-    rotated = np.stack([eye[:, 0], math.cos(theta) * eye[:, 1] + math.sin(theta) * eye[:, 5]], axis=1)
+    rotated = np.stack(
+        [eye[:, 0], math.cos(theta) * eye[:, 1] + math.sin(theta) * eye[:, 5]], axis=1
+    )
     assert subspace_overlap(eye[:, :2], rotated) == pytest.approx((1 + math.cos(theta) ** 2) / 2)
     # Zero (inactive) columns of a jaxtrust basis are ignored.
     padded = np.concatenate([eye[:, :2], np.zeros((6, 1))], axis=1)
@@ -84,7 +88,9 @@ def test_random_subspace_overlap_baseline_matches_monte_carlo():
     rng = np.random.default_rng(2)
     k, n = 3, 24
     draws = [
-        subspace_overlap(np.linalg.qr(rng.normal(size=(n, k)))[0], np.linalg.qr(rng.normal(size=(n, k)))[0])
+        subspace_overlap(
+            np.linalg.qr(rng.normal(size=(n, k)))[0], np.linalg.qr(rng.normal(size=(n, k)))[0]
+        )
         for _ in range(400)
     ]
     assert np.mean(draws) == pytest.approx(random_subspace_overlap(k, n), abs=0.015)
@@ -102,7 +108,9 @@ def test_basis_overlap_table_detects_shared_subspace():
     other = basis_overlap_table(a, c, k=2)
     assert same["w"]["left"] > 0.99 and same["w"]["right"] > 0.99
     assert other["w"]["left"] < 0.6
-    assert same["w"]["random_left"] == pytest.approx(2 / 16) and same["w"]["random_right"] == pytest.approx(2 / 12)
+    assert same["w"]["random_left"] == pytest.approx(2 / 16) and same["w"][
+        "random_right"
+    ] == pytest.approx(2 / 12)
     # Agrees with the overlap of the transform's own (JAX) bases.
     ba = basis_svd(jnp.asarray(a["w"], jnp.float32), 2)
     bb = basis_svd(jnp.asarray(b["w"], jnp.float32), 2)

@@ -75,7 +75,9 @@ def test_stacked_equals_unstacked_leaves():
     updates, safety = conflicting_pair(5)
     split = lambda t: {f"layer{i}": t["layers"][i] for i in range(3)}
     tx = spf(rank=3, mode="conflict")
-    out_stacked, _ = tx.update(updates["layers"], tx.init(updates["layers"]), safety_grads=safety["layers"])
+    out_stacked, _ = tx.update(
+        updates["layers"], tx.init(updates["layers"]), safety_grads=safety["layers"]
+    )
     out_split, _ = tx.update(split(updates), tx.init(split(updates)), safety_grads=split(safety))
     for i in range(3):
         np.testing.assert_allclose(
@@ -91,7 +93,9 @@ def test_higher_rank_kernel_reshaped_over_all_but_last_axis():
     tx = spf(rank=2, stacked=False)
     out, state = tx.update({"k": kernel}, tx.init({"k": kernel}), safety_grads={"k": safety})
     assert state.bases[0].u.shape == (8, 2)
-    want = np_project(np.asarray(kernel).reshape(8, 3), np_basis(np.asarray(safety).reshape(8, 3), 2), "conflict")
+    want = np_project(
+        np.asarray(kernel).reshape(8, 3), np_basis(np.asarray(safety).reshape(8, 3), 2), "conflict"
+    )
     np.testing.assert_allclose(np.asarray(out["k"]).reshape(8, 3), want, atol=2e-5)
     # A regex picks which 3-D leaves are stacked.
     sel = selected_matrices({"blocks": {"w": kernel}, "dg": kernel}, stacked=r"^blocks/")
@@ -105,7 +109,9 @@ def test_include_exclude_select_by_path():
     assert len(state.bases) == 1
     out, _ = tx.update(updates, state, safety_grads=safety)
     for untouched in (out["attn"]["o"], out["layers"], out["norm"]):
-        assert any(np.array_equal(np.asarray(untouched), np.asarray(x)) for x in jax.tree.leaves(updates))
+        assert any(
+            np.array_equal(np.asarray(untouched), np.asarray(x)) for x in jax.tree.leaves(updates)
+        )
     assert not np.allclose(np.asarray(out["attn"]["q"]), np.asarray(updates["attn"]["q"]))
     assert path_name(jax.tree_util.tree_flatten_with_path(updates)[0][0][0]) == "attn/o"
 
@@ -121,7 +127,10 @@ def test_descent_direction_kept_and_idempotent(seed, mode):
     updates, safety = conflicting_pair(seed)
     update = _JIT_UPDATES[mode]
     out, state = update(updates, _TXS[mode].init(updates), None, safety_grads=safety)
-    inner = sum(float(jnp.vdot(a, b)) for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(updates), strict=True))
+    inner = sum(
+        float(jnp.vdot(a, b))
+        for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(updates), strict=True)
+    )
     assert inner > 0
     again, _ = update(out, state, None)  # basis kept: projecting twice changes nothing
     for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(out), strict=True):
@@ -138,7 +147,9 @@ def test_non_conflicting_updates_pass_bit_identical():
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize(("refresh_every", "refresh_steps"), [(None, [0]), (1, list(range(7))), (3, [0, 3, 6])])
+@pytest.mark.parametrize(
+    ("refresh_every", "refresh_steps"), [(None, [0]), (1, list(range(7))), (3, [0, 3, 6])]
+)
 def test_refresh_schedule(refresh_every, refresh_steps):
     params = rand_tree(0)
     tx = spf(rank=2, refresh_every=refresh_every)
@@ -148,7 +159,10 @@ def test_refresh_schedule(refresh_every, refresh_steps):
     for step in range(7):
         old = state.bases
         _, state = update(params, state, None, safety_grads=rand_tree(100 + step))
-        diff = any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(state.bases), strict=True))
+        diff = any(
+            not np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(state.bases), strict=True)
+        )
         changed.append(diff)
         assert int(state.last_refresh) == max(s for s in refresh_steps if s <= step)
     assert [i for i, c in enumerate(changed) if c] == refresh_steps
@@ -284,9 +298,18 @@ def test_nnx_optimizer_path_matches_dict_path():
     safety_loss = lambda m: -jnp.mean(m(x)[:, 0])
     grads = nnx.grad(util_loss)(model)
     safety = nnx.grad(safety_loss)(model)
+
     def plain(tree) -> dict[str, np.ndarray]:
-        flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda z: isinstance(z, nnx.Variable))[0]
-        return {path_name(k): np.asarray(v.get_value() if hasattr(v, "get_value") else getattr(v, "value", v)) for k, v in flat}
+        flat = jax.tree_util.tree_flatten_with_path(
+            tree, is_leaf=lambda z: isinstance(z, nnx.Variable)
+        )[0]
+        return {
+            path_name(k): np.asarray(
+                v.get_value() if hasattr(v, "get_value") else getattr(v, "value", v)
+            )
+            for k, v in flat
+        }
+
     params0 = plain(nnx.state(model, nnx.Param))
 
     tx = optax.chain(spf(rank=2, mode="null"), optax.sgd(0.1))
@@ -328,7 +351,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="safety_grads=<params-shaped"):
         spf(rank=2, refresh_every=1).update(updates, state)
     wrong_key = {**safety, "attn": {"q": safety["attn"]["q"], "p": safety["attn"]["o"]}}
-    with pytest.raises(ValueError, match="first differing path: updates 'attn/o' vs safety_grads 'attn/p'"):
+    with pytest.raises(
+        ValueError, match="first differing path: updates 'attn/o' vs safety_grads 'attn/p'"
+    ):
         tx.update(updates, state, safety_grads=wrong_key)
     wrong_shape = {**safety, "layers": safety["layers"][:2]}
     with pytest.raises(ValueError, match=r"safety_grads\['layers'\] has shape \(2, 4, 5\)"):

@@ -198,5 +198,7 @@ def test_explained_ratio_rank_matches_numpy(ratio):
     want = int(np.argmax(cer >= ratio - 1e-6)) + 1
     assert int(sub.rank_for_ratio(jnp.asarray(s, jnp.float32), ratio)) == want
     for method in ("svd", "gram", "randomized"):
-        basis = sub.compute_basis(jnp.asarray(g, jnp.float32), 8, method=method, explained_ratio=ratio)
+        basis = sub.compute_basis(
+            jnp.asarray(g, jnp.float32), 8, method=method, explained_ratio=ratio
+        )
         assert int(np.sum(np.asarray(basis.s) > 0)) == min(want, 8), method
