@@ -121,6 +121,18 @@ _TXS = {mode: spf(rank=2, mode=mode) for mode in ("conflict", "null")}
 _JIT_UPDATES = {mode: jax.jit(tx.update) for mode, tx in _TXS.items()}
 
 
+def test_inside_optax_masked_with_masked_extra_args():
+    updates, safety = conflicting_pair(8)
+    mask = {"attn": {"o": False, "q": True}, "layers": False, "norm": False}
+    tx = optax.masked(spf(rank=2, mode="null"), mask, mask_compatible_extra_args=True)
+    out, _ = tx.update(updates, tx.init(updates), safety_grads=safety)
+    direct = spf(rank=2, mode="null", include="^attn/q$")
+    want, _ = direct.update(updates, direct.init(updates), safety_grads=safety)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert not np.allclose(np.asarray(out["attn"]["q"]), np.asarray(updates["attn"]["q"]))
+
+
 @settings(max_examples=6, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**16), mode=st.sampled_from(["conflict", "null"]))
 def test_descent_direction_kept_and_idempotent(seed, mode):
