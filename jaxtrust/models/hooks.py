@@ -29,6 +29,11 @@ from jaxtyping import Array, Bool, Float, Int
 MASK_VALUE = -1e30  # finite, so a fully masked (padding) row gives a uniform row, not NaN
 
 
+def expand_to(v: jax.Array, ndim: int) -> jax.Array:
+    """Give a trailing-axis vector ``v`` leading singleton axes (explicit, rank-promotion safe)."""
+    return v.reshape((1,) * (ndim - v.ndim) + v.shape)
+
+
 def apply_activation(name: str, x: jax.Array) -> jax.Array:
     """The named activation function, with Hugging Face's meaning of each name."""
     if name == "silu":
@@ -52,11 +57,11 @@ class ModelHooks:
         x32 = x.astype(jnp.float32)
         if bias is None:  # RMSNorm
             y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-            return scale.astype(x.dtype) * y.astype(x.dtype)
+            return expand_to(scale.astype(x.dtype), x.ndim) * y.astype(x.dtype)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + eps)
-        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
+        return (y * expand_to(scale.astype(jnp.float32), x.ndim) + expand_to(bias.astype(jnp.float32), x.ndim)).astype(x.dtype)
 
     def softmax(self, scores: Float[Array, "... q k"], mask: Bool[Array, "... q k"], layer: Int[Array, ""] | int) -> Array:
         return jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1)

@@ -18,6 +18,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from jaxtrust.models.config import LMConfig
+from jaxtrust.models.hooks import expand_to
 
 
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype) -> jax.Array:
@@ -35,7 +36,7 @@ class Linear(nnx.Module):
     def __call__(self, x: Float[Array, "... din"]) -> Float[Array, "... dout"]:
         y = jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
+            y = y + expand_to(self.bias[...].astype(self.dtype), y.ndim)
         return y
 
 
@@ -77,7 +78,7 @@ def rope_inv_freq(config: LMConfig) -> np.ndarray:
 def apply_rope(x: Float[Array, "batch seq heads head_dim"], positions: Int[Array, "batch seq"], inv_freq: np.ndarray) -> Array:
     """Rotate the first ``2 * len(inv_freq)`` features (Hugging Face ``rotate_half`` layout)."""
     rot = 2 * inv_freq.shape[0]
-    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [b, s, rot/2]
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]  # [b, s, rot/2]
     cos = jnp.concatenate([jnp.cos(angles)] * 2, axis=-1)[:, :, None, :]
     sin = jnp.concatenate([jnp.sin(angles)] * 2, axis=-1)[:, :, None, :]
     x_rot, x_pass = x[..., :rot], x[..., rot:]
