@@ -293,17 +293,15 @@ def make_train_step(
     return _ShardedStep(step, mesh, batch_axis, donate_argnums)
 
 
-def _params_filter(params: PyTree) -> Any:
-    """NNX filter matching exactly the variable types present in ``params``.
+def _params_filter(params: PyTree) -> Callable[[tuple, Any], bool]:
+    """NNX filter selecting exactly the variable paths present in ``params``.
 
     Re-splitting the merged model must reproduce the (params, rest) partition of the state,
-    whatever ``wrt`` filter built it, so the types are read from the params' Variable nodes.
+    whatever ``wrt`` filter built it (a type, a path filter for LoRA/frozen layers, ...), so the
+    partition is read off the params' own paths.
     """
-    leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
-    types = tuple({type(v) for v in leaves if isinstance(v, nnx.Variable)})
-    if not types:
-        raise TypeError("TrainState.params must be an nnx.State of nnx.Variable nodes")
-    return nnx.Any(*types) if len(types) > 1 else types[0]
+    paths = {tuple(path) for path, _ in nnx.to_flat_state(params)}
+    return lambda path, _: tuple(path) in paths
 
 
 class _ShardedStep:

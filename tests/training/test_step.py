@@ -283,3 +283,18 @@ def test_bad_arguments_raise():
         )
     with pytest.raises(TypeError, match="nnx.Module"):
         init_train_state({"w": jnp.zeros(3)}, tx)
+
+
+def test_wrt_path_filter_freezes_the_other_params():
+    tx = optax.adam(1e-2)
+    model = MLP(rngs=nnx.Rngs(0))
+    frozen_before = np.asarray(model.l1.kernel[...]).copy()
+    trained_before = np.asarray(model.l2.kernel[...]).copy()
+    graphdef, state = init_train_state(model, tx, wrt=nnx.All(nnx.Param, nnx.PathContains("l2")))
+    assert set(state.params) == {"l2"} and set(state.rest) == {"l1"}
+    step = make_train_step(graphdef, mse_loss, tx)
+    for i in range(2):
+        state, _ = step(state, regression_batch(i))
+    trained = merge_model(graphdef, state)
+    np.testing.assert_array_equal(np.asarray(trained.l1.kernel[...]), frozen_before)
+    assert np.max(np.abs(np.asarray(trained.l2.kernel[...]) - trained_before)) > 1e-3
