@@ -28,7 +28,7 @@ class LMExperimentConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 128
-    steps: int = 600
+    steps: int = 1500
     batch_size: int = 64
     learning_rate: float = 3e-3
     warmup_steps: int = 50
@@ -40,7 +40,7 @@ class LMExperimentConfig:
 
 PRESETS = {
     "quick": LMExperimentConfig(),
-    "full": LMExperimentConfig(max_operand=30, num_layers=4, hidden_size=128, num_heads=8, num_kv_heads=4, intermediate_size=384, steps=3000, batch_size=64, eval_examples=512),
+    "full": LMExperimentConfig(max_operand=30, num_layers=4, hidden_size=128, num_heads=8, num_kv_heads=4, intermediate_size=384, steps=6000, batch_size=64, eval_examples=512),
 }
 
 

@@ -125,6 +125,9 @@ def selected_matrices(
     return out
 
 
+_LAYER_PATH = re.compile(r"(^|/)layers/")
+
+
 def _leaf_is_stacked(path, leaf, include, exclude, stacked) -> bool | None:
     """None when the leaf is not selected, else whether its leading axis is a layer axis."""
     shape = getattr(leaf, "shape", None)
@@ -136,11 +139,15 @@ def _leaf_is_stacked(path, leaf, include, exclude, stacked) -> bool | None:
         return None
     if exclude is not None and re.search(exclude, path) is not None:
         return None
-    if len(shape) < 3:
-        return False
     if isinstance(stacked, str):
-        return re.search(stacked, path) is not None
-    return bool(stacked)
+        is_stacked = re.search(stacked, path) is not None
+    else:
+        # jaxtrust LMs keep every per-layer parameter under ``layers/`` with a leading layer
+        # axis, so a 2-D leaf there ([layers, dim]: norm scales, biases) is a stack of vectors.
+        is_stacked = bool(stacked) and (len(shape) >= 3 or _LAYER_PATH.search(path) is not None)
+    if is_stacked and len(shape) < 3:
+        return None  # a stack of vectors: nothing to project
+    return is_stacked
 
 
 def _require(ok: Any, message: str | list[str]) -> None:
@@ -244,7 +251,9 @@ def spf(
         mode: ``"conflict"`` | ``"pcgrad"`` | ``"null"`` | ``"block"`` (see above).
         include: regex of matrix paths to protect.
         exclude: regex of paths to leave alone (e.g. ``"embed|lm_head"``).
-        stacked: whether leaves with ``ndim >= 3`` carry a leading layer axis (bool or regex).
+        stacked: whether a leaf carries a leading layer axis: True means leaves with ``ndim >= 3``
+            and every leaf under a ``layers/`` path component (the jaxtrust LM layout, where
+            ``[layers, dim]`` leaves are stacks of vectors and are skipped); or a regex on paths.
         refresh_every: when to (re-)estimate the basis from ``safety_grads``: ``None`` = once,
             at the first update that receives them, and keep it; ``1`` = every update; ``N`` =
             at updates ``0, N, 2N, ...`` (a ``lax.cond``, so shapes stay static under jit).
