@@ -238,12 +238,28 @@ class Checkpointer:
         return bool(self._manager.save(step, args=_prepare_save(state, metadata), force=force))
 
     def latest_step(self) -> int | None:
-        """The newest fully written checkpoint's step, or ``None`` when there is none."""
-        return self._manager.latest_step()
+        """The newest committed checkpoint's step, or ``None`` when there is none.
+
+        Non-blocking: a save still being written in the background is not counted until orbax
+        has renamed its temporary directory into place.
+        """
+        steps = self.all_steps()
+        return steps[-1] if steps else None
 
     def all_steps(self) -> list[int]:
-        """Steps of all fully written checkpoints, ascending."""
-        return sorted(self._manager.all_steps())
+        """Steps of all committed checkpoints on disk, ascending."""
+        # Read the directory rather than the manager's bookkeeping, which lists a step as soon
+        # as its (asynchronous) save starts. Committed steps are plain ``<step>`` directories;
+        # in-flight ones are ``<step>.orbax-checkpoint-tmp-*``.
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            int(name)
+            for name in names
+            if name.isdigit() and os.path.isdir(os.path.join(self.directory, name))
+        )
 
     def _resolve_step(self, step: int | None) -> int:
         self._manager.wait_until_finished()

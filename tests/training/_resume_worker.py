@@ -2,8 +2,8 @@
 
 Run as a script: ``python _resume_worker.py CKPT_DIR NUM_STEPS CHECKPOINT_EVERY [KILL_AT]``
 trains :class:`TinyLM` with checkpoints and, when ``KILL_AT`` is given, SIGKILLs itself at
-the first step >= KILL_AT for which a committed checkpoint exists (no clean shutdown, no
-waiting for pending saves), like a preempted job.
+step KILL_AT, once a committed checkpoint exists (no clean shutdown, pending saves are
+abandoned), like a preempted job.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -99,7 +100,12 @@ def run_lm_job(ckpt_dir, num_steps: int, checkpoint_every: int, kill_at: int | N
 
     def log_fn(done, record):
         print(f"step {done} loss {record['loss']:.6f}", flush=True)
-        if kill_at is not None and done >= kill_at and checkpointer.latest_step() is not None:
+        if kill_at is not None and done >= kill_at:
+            # Steps take milliseconds; give the asynchronous save of an earlier step time to
+            # commit (without waiting on the manager) so that there is something to resume.
+            deadline = time.monotonic() + 60.0
+            while checkpointer.latest_step() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
             print(
                 f"killing at step {done}, latest checkpoint {checkpointer.latest_step()}",
                 flush=True,
