@@ -21,7 +21,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 def _refuse_pickle(path: Path) -> None:
-    raise ValueError(f"{path}: pickle-based checkpoints are never loaded (they can run code); convert it to safetensors (e.g. `model.save_pretrained(dir, safe_serialization=True)`) or GGUF")
+    raise ValueError(f"{path}: only safetensors and GGUF checkpoints are loaded; pickle-based files (.bin/.pt/.pth/...) are never unpickled because loading them can run code. Convert it to safetensors (e.g. `model.save_pretrained(dir, safe_serialization=True)`) or GGUF")
 
 
 def read_safetensors(files: list[Path]) -> dict[str, np.ndarray]:

@@ -2,24 +2,35 @@
 
 Each family's tiny model is made with ``transformers`` + torch (all weights random, norms and
 biases included), written with ``save_pretrained`` (safetensors) and loaded with
-``load_pretrained``. fp32 logits must agree within 1e-4 (max abs) on a padded batch, and greedy
-continuations must be identical.
+``load_pretrained``. Per family, three checks share two compiled programs (one ``[3, 16]``
+forward, one prefill + 8-step cached greedy loop):
+
+* fp32 logits agree with torch within 1e-4 (max abs) on the real tokens of a left-padded batch;
+* the cached greedy continuation of a left-padded batch equals ``model.generate(do_sample=False)``;
+* logits from prefill + one-token steps with the KV cache equal the full forward (< 1e-5).
 """
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from jaxtrust.models import KVCache
 from tests.conftest import HAS_TORCH
 
 pytestmark = [pytest.mark.torch, pytest.mark.skipif(not HAS_TORCH, reason="needs torch + transformers")]
 
-COMMON = dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128)
+VOCAB, PROMPT, NEW = 96, 8, 8
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128)
 
 FAMILIES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=2, rope_theta=10000.0, tie_word_embeddings=False)),
     "llama3_rope": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=1, rope_theta=500000.0, rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16), tie_word_embeddings=True)),
     "smollm2": ("LlamaConfig", "LlamaForCausalLM", dict(num_attention_heads=6, num_key_value_heads=2, hidden_size=96, rope_theta=100000.0, tie_word_embeddings=True)),
-    "mistral": ("MistralConfig", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=4, tie_word_embeddings=False)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=5, tie_word_embeddings=False)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_key_value_heads=2, tie_word_embeddings=True)),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_key_value_heads=2, head_dim=24, tie_word_embeddings=False)),
     "neox_parallel": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(rotary_pct=0.25, use_parallel_residual=True, hidden_act="gelu")),
@@ -43,48 +54,79 @@ def _make_hf_model(family, tmp_path):
     return model
 
 
-def _batch(rng, batch=3, seq=10, vocab=96):
-    tokens = rng.integers(3, vocab, size=(batch, seq)).astype(np.int64)
-    mask = np.ones((batch, seq), dtype=np.int64)
-    mask[1, :3] = 0  # left padding
-    mask[2, :1] = 0
-    return tokens, mask
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _forward(graphdef, state, tokens, mask):
+    return nnx.merge(graphdef, state)(tokens, attention_mask=mask).logits
+
+
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _greedy(graphdef, state, prompt, mask):
+    """Left-padded prefill, then NEW-1 one-token steps; returns tokens and the logits they came from."""
+    model = nnx.merge(graphdef, state)
+    cache = KVCache.init(model.config, prompt.shape[0], PROMPT + NEW)
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    out = model(prompt, positions=positions, attention_mask=mask, cache=cache)
+    first = out.logits[:, -1]
+
+    def step(carry, _):
+        cache, logits, pos = carry
+        token = jnp.argmax(logits, axis=-1)[:, None]
+        out = model(token, positions=pos[:, None], attention_mask=jnp.ones_like(token, bool), cache=cache)
+        return (out.cache, out.logits[:, 0], pos + 1), (token[:, 0], logits)
+
+    _, (tokens, logits) = jax.lax.scan(step, (out.cache, first, positions[:, -1] + 1), None, length=NEW)
+    return tokens.T, jnp.swapaxes(logits, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, VOCAB, size=(3, PROMPT))
+    mask = np.ones((3, PROMPT), bool)
+    mask[1, :3] = False  # left padding
+    mask[2, :1] = False
+    return np.where(mask, tokens, 0), mask
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
-def pair(request, tmp_path_factory):
+def run(request, tmp_path_factory, prompts):
+    """Torch model, and the JAX results of the greedy loop and of the full forward over its output."""
     from jaxtrust.models import load_pretrained
 
     path = tmp_path_factory.mktemp(request.param)
     hf = _make_hf_model(request.param, path)
-    return request.param, hf, load_pretrained(path)
+    graphdef, state = nnx.split(load_pretrained(path))
+    prompt, mask = prompts
+    tokens, step_logits = (np.asarray(a) for a in _greedy(graphdef, state, jnp.asarray(prompt, jnp.int32), jnp.asarray(mask)))
+    full_tokens = np.concatenate([prompt, tokens], axis=1)
+    full_mask = np.concatenate([mask, np.ones_like(tokens, bool)], axis=1)
+    full_logits = np.asarray(_forward(graphdef, state, jnp.asarray(full_tokens, jnp.int32), jnp.asarray(full_mask)))
+    return request.param, hf, tokens, step_logits, full_tokens, full_mask, full_logits
 
 
-def test_logits_match_torch_on_padded_batch(pair):
+def test_logits_match_torch_on_padded_batch(run):
     import torch
 
-    family, hf, model = pair
-    tokens, mask = _batch(np.random.default_rng(0))
+    family, hf, _, _, tokens, mask, ours = run
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     with torch.no_grad():
-        ref = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask)).logits.numpy()
-    ours = np.asarray(model(tokens.astype(np.int32), attention_mask=mask.astype(bool)).logits)
-    real = mask.astype(bool)
-    err = np.abs(ours - ref)[real].max()
+        ref = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64)), position_ids=torch.tensor(positions)).logits.numpy()
+    err = np.abs(ours - ref)[mask].max()
     assert err < 1e-4, f"{family}: max abs logit difference {err}"
 
 
-def test_greedy_continuation_matches_torch(pair):
+def test_greedy_continuation_matches_torch(run, prompts):
     import torch
 
-    from jaxtrust.models import generate
+    family, hf, ours, *_ = run
+    prompt, mask = prompts
+    with torch.no_grad():
+        out = hf.generate(torch.tensor(prompt), attention_mask=torch.tensor(mask.astype(np.int64)), max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0, eos_token_id=None)
+    np.testing.assert_array_equal(ours, out[:, PROMPT:].numpy(), err_msg=family)
 
-    family, hf, model = pair
-    rng = np.random.default_rng(1)
-    prompts = [list(rng.integers(3, 96, size=n)) for n in (5, 8)]
-    ours = generate(model, prompts, max_new_tokens=8, temperature=0.0)
-    ours_tokens = np.asarray(ours.tokens)
-    for i, prompt in enumerate(prompts):
-        with torch.no_grad():
-            out = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long), max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
-        ref = out[0, len(prompt):].numpy()
-        np.testing.assert_array_equal(ours_tokens[i, : len(ref)], ref, err_msg=family)
+
+def test_cached_steps_match_full_forward(run):
+    family, _, _, step_logits, _, mask, full_logits = run
+    # The logits that chose generated token j come from position PROMPT - 1 + j of the full pass.
+    err = np.abs(step_logits - full_logits[:, PROMPT - 1 : PROMPT - 1 + NEW]).max()
+    assert err < 1e-5, f"{family}: cached vs full-forward logits differ by {err}"
