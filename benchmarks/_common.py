@@ -26,7 +26,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def versions(names: Sequence[str] = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers")) -> str:
+def versions(
+    names: Sequence[str] = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers"),
+) -> str:
     found = []
     for name in names:
         try:
@@ -38,7 +40,7 @@ def versions(names: Sequence[str] = ("jax", "jaxlib", "flax", "optax", "numpy", 
 
 def machine_header() -> str:
     """One paragraph: date (UTC), host CPU, usable cores, load, Python and library versions."""
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
@@ -55,7 +57,8 @@ def machine_header() -> str:
     except Exception:  # pragma: no cover
         pass
     return (
-        f"- date: {now}\n- machine: {cpu_model()}, {cores} usable cores, load average {load}{devices}\n"
+        f"- date: {now}\n"
+        f"- machine: {cpu_model()}, {cores} usable cores, load average {load}{devices}\n"
         f"- python {platform.python_version()}; {versions()}\n"
     )
 

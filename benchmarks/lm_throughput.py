@@ -28,20 +28,40 @@ from _common import append_results, markdown_table  # noqa: E402
 
 def llama_config(name: str) -> dict:
     base = dict(
-        model_type="llama", architectures=["LlamaForCausalLM"], rms_norm_eps=1e-5, hidden_act="silu",
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, attention_bias=False,
+        model_type="llama",
+        architectures=["LlamaForCausalLM"],
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        attention_bias=False,
     )
     if name == "tiny":
         return base | dict(
-            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-            rope_theta=10000.0, tie_word_embeddings=False,
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=512,
+            rope_theta=10000.0,
+            tie_word_embeddings=False,
         )
     if name == "smollm2-135m":
         return base | dict(
-            vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-            num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
-            rope_theta=100000.0, tie_word_embeddings=True,
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            head_dim=64,
+            max_position_embeddings=8192,
+            rope_theta=100000.0,
+            tie_word_embeddings=True,
         )
     raise ValueError(name)
 
@@ -55,7 +75,10 @@ def random_llama_tensors(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
     def w(*shape, fan_in):
         return (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(fan_in)).astype(np.float32)
 
-    tensors = {"model.embed_tokens.weight": w(v, d, fan_in=1) * 0.02, "model.norm.weight": np.ones(d, np.float32)}
+    tensors = {
+        "model.embed_tokens.weight": w(v, d, fan_in=1) * 0.02,
+        "model.norm.weight": np.ones(d, np.float32),
+    }
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
         tensors |= {
@@ -115,7 +138,9 @@ def bench_jax(config, tensors, tokens, repeats):
         start = time.perf_counter()
         forward_c(params, rest, x).block_until_ready()
         fwd_times.append(time.perf_counter() - start)
-    params, opt_state, loss = step_c(params, opt_state, rest, x)  # warm-up (first-touch allocations)
+    params, opt_state, loss = step_c(
+        params, opt_state, rest, x
+    )  # warm-up (first-touch allocations)
     loss.block_until_ready()
     step_times = []
     for _ in range(repeats):
@@ -124,8 +149,11 @@ def bench_jax(config, tensors, tokens, repeats):
         loss.block_until_ready()
         step_times.append(time.perf_counter() - start)
     return dict(
-        logits=logits, fwd=float(np.median(fwd_times)), step=float(np.median(step_times)),
-        compile_fwd=compile_fwd, compile_step=compile_step,
+        logits=logits,
+        fwd=float(np.median(fwd_times)),
+        step=float(np.median(step_times)),
+        compile_fwd=compile_fwd,
+        compile_step=compile_step,
     )
 
 
@@ -134,9 +162,13 @@ def bench_torch(config, tensors, tokens, repeats, threads):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.set_num_threads(threads)
-    hf = LlamaConfig(**{k: v for k, v in config.items() if k not in ("model_type", "architectures")})
+    hf = LlamaConfig(
+        **{k: v for k, v in config.items() if k not in ("model_type", "architectures")}
+    )
     model = LlamaForCausalLM(hf).float()
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
+    missing, unexpected = model.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False
+    )
     if unexpected or [m for m in missing if m != "lm_head.weight"]:
         raise RuntimeError(f"torch state mismatch: missing {missing}, unexpected {unexpected}")
     if config["tie_word_embeddings"]:
@@ -170,7 +202,9 @@ def bench_torch(config, tensors, tokens, repeats, threads):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter sequences")
     parser.add_argument("--configs", default="tiny,smollm2-135m")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
@@ -186,20 +220,40 @@ def main(argv=None):
         config = llama_config(name)
         batch, seq = shapes[name]
         tensors = random_llama_tensors(config)
-        tokens = np.random.default_rng(1).integers(3, config["vocab_size"], size=(batch, seq)).astype(np.int32)
+        tokens = (
+            np.random.default_rng(1)
+            .integers(3, config["vocab_size"], size=(batch, seq))
+            .astype(np.int32)
+        )
         j = bench_jax(config, tensors, tokens, repeats)
         t = bench_torch(config, tensors, tokens, repeats, threads)
         diff = float(np.max(np.abs(j["logits"] - t["logits"])))
         n_tok = batch * seq
-        rows.append([
-            name, f"{batch}x{seq}", n_tok / j["fwd"], n_tok / t["fwd"], t["fwd"] / j["fwd"],
-            j["step"] * 1e3, t["step"] * 1e3, t["step"] / j["step"],
-            f"{j['compile_fwd']:.1f} / {j['compile_step']:.1f}", f"{diff:.1e}",
-        ])
+        rows.append(
+            [
+                name,
+                f"{batch}x{seq}",
+                n_tok / j["fwd"],
+                n_tok / t["fwd"],
+                t["fwd"] / j["fwd"],
+                j["step"] * 1e3,
+                t["step"] * 1e3,
+                t["step"] / j["step"],
+                f"{j['compile_fwd']:.1f} / {j['compile_step']:.1f}",
+                f"{diff:.1e}",
+            ]
+        )
         print(f"{name}: done", flush=True)
     headers = [
-        "config", "batch x seq", "jax fwd tok/s", "torch fwd tok/s", "fwd speedup (torch/jax time)",
-        "jax train step ms", "torch train step ms", "step speedup", "jax compile s (fwd / step)",
+        "config",
+        "batch x seq",
+        "jax fwd tok/s",
+        "torch fwd tok/s",
+        "fwd speedup (torch/jax time)",
+        "jax train step ms",
+        "torch train step ms",
+        "step speedup",
+        "jax compile s (fwd / step)",
         "max abs logit diff",
     ]
     table = markdown_table(headers, rows)

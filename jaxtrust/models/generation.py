@@ -114,7 +114,15 @@ def _prefill(graphdef, state, tokens, positions, mask, cache):
 
 @partial(
     jax.jit,
-    static_argnames=("graphdef", "max_new_tokens", "stop_tokens", "pad_id", "greedy", "top_k", "use_top_p"),
+    static_argnames=(
+        "graphdef",
+        "max_new_tokens",
+        "stop_tokens",
+        "pad_id",
+        "greedy",
+        "top_k",
+        "use_top_p",
+    ),
 )
 def _decode(
     graphdef,
@@ -155,7 +163,9 @@ def _decode(
     def body(carry):
         step, cache, previous, positions, done, out, lengths, rng = carry
         model = nnx.merge(graphdef, state)
-        result = model(previous[:, None], positions=positions[:, None], attention_mask=real, cache=cache)
+        result = model(
+            previous[:, None], positions=positions[:, None], attention_mask=real, cache=cache
+        )
         rng, key = jax.random.split(rng)
         token = sample(result.logits[:, -1, :].astype(jnp.float32), key, temperature, top_p)
         token = jnp.where(done, jnp.int32(pad_id), token)
@@ -173,10 +183,14 @@ def _as_prompt_lists(prompt_tokens, prompt_mask) -> list[list[int]]:
     if isinstance(prompt_tokens, (jax.Array, np.ndarray)):
         tokens = np.asarray(prompt_tokens)
         if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
-            raise ValueError(f"prompt_tokens must be an int array [batch, seq], got {tokens.dtype}{tokens.shape}")
+            raise ValueError(
+                f"prompt_tokens must be an int array [batch, seq], got {tokens.dtype}{tokens.shape}"
+            )
         mask = np.ones(tokens.shape, bool) if prompt_mask is None else np.asarray(prompt_mask)
         if mask.shape != tokens.shape or mask.dtype != np.bool_:
-            raise ValueError(f"prompt_mask must be bool with shape {tokens.shape}, got {mask.dtype}{mask.shape}")
+            raise ValueError(
+                f"prompt_mask must be bool with shape {tokens.shape}, got {mask.dtype}{mask.shape}"
+            )
         return [row[m].tolist() for row, m in zip(tokens, mask, strict=True)]
     if prompt_mask is not None:
         raise ValueError("prompt_mask is only used with an array of prompt_tokens")
@@ -185,7 +199,9 @@ def _as_prompt_lists(prompt_tokens, prompt_mask) -> list[list[int]]:
     prompts = []
     for row in prompt_tokens:
         if isinstance(row, (str, bytes)) or not isinstance(row, (Sequence, np.ndarray)):
-            raise TypeError("prompt_tokens must be list[list[int]]; tokenize text first (see generate_text)")
+            raise TypeError(
+                "prompt_tokens must be list[list[int]]; tokenize text first (see generate_text)"
+            )
         prompts.append([int(t) for t in row])
     return prompts
 
@@ -266,7 +282,9 @@ def generate(
         raise ValueError("every prompt needs at least one token")
     flat = [t for p in prompts for t in p]
     if min(flat) < 0 or max(flat) >= vocab:
-        raise ValueError(f"prompt token ids must be in [0, {vocab}), got range [{min(flat)}, {max(flat)}]")
+        raise ValueError(
+            f"prompt token ids must be in [0, {vocab}), got range [{min(flat)}, {max(flat)}]"
+        )
     longest = max(len(p) for p in prompts)
     width = bucket_length(longest) if prompt_bucket is None else int(prompt_bucket)
     if width < longest:
@@ -275,7 +293,8 @@ def generate(
     max_positions = getattr(config, "max_position_embeddings", None)
     if max_positions is not None and longest + max_new_tokens > max_positions:
         raise ValueError(
-            f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds max_position_embeddings={max_positions}"
+            f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds "
+            f"max_position_embeddings={max_positions}"
         )
 
     batch = len(prompts)
@@ -349,7 +368,9 @@ def generate_text(
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not a single string")
     if chat:
-        encoded = [tokenizer.encode(format_chat(tokenizer, p), add_special_tokens=False) for p in prompts]
+        encoded = [
+            tokenizer.encode(format_chat(tokenizer, p), add_special_tokens=False) for p in prompts
+        ]
     else:
         encoded = [tokenizer.encode(p) for p in prompts]
     if stop_tokens is None:

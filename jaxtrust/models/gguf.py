@@ -66,7 +66,9 @@ def _open_reader(path: str | os.PathLike):
     try:
         return gguf.GGUFReader(path, "r")
     except Exception as err:  # the reader raises ValueError/struct/index errors on junk
-        raise ValueError(f"{path!r} is not a readable GGUF file ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"{path!r} is not a readable GGUF file ({type(err).__name__}: {err})"
+        ) from err
 
 
 def _field_value(field) -> Any:
@@ -102,7 +104,11 @@ def read_gguf_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _metadata_of(reader) -> dict[str, Any]:
-    return {key: _field_value(field) for key, field in reader.fields.items() if not key.startswith("GGUF.")}
+    return {
+        key: _field_value(field)
+        for key, field in reader.fields.items()
+        if not key.startswith("GGUF.")
+    }
 
 
 def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -116,17 +122,29 @@ def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
       The weight in HF ``rotate_half`` row order, same shape.
     """
     if weight.shape[0] % (2 * n_heads):
-        raise ValueError(f"weight rows {weight.shape[0]} are not divisible by 2 * n_heads = {2 * n_heads}")
+        raise ValueError(
+            f"weight rows {weight.shape[0]} are not divisible by 2 * n_heads = {2 * n_heads}"
+        )
     head_dim = weight.shape[0] // n_heads
-    return weight.reshape(n_heads, head_dim // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(n_heads, head_dim // 2, 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
 
 
 def permute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """llama.cpp's forward Q/K permutation (HF -> GGUF row order); inverse of :func:`unpermute_qk`."""
+    """llama.cpp's forward Q/K permutation (HF -> GGUF row order), inverse of `unpermute_qk`."""
     if weight.shape[0] % (2 * n_heads):
-        raise ValueError(f"weight rows {weight.shape[0]} are not divisible by 2 * n_heads = {2 * n_heads}")
+        raise ValueError(
+            f"weight rows {weight.shape[0]} are not divisible by 2 * n_heads = {2 * n_heads}"
+        )
     head_dim = weight.shape[0] // n_heads
-    return weight.reshape(n_heads, 2, head_dim // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(n_heads, 2, head_dim // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
 
 
 def _fused_qkv_to_hf(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -179,9 +197,7 @@ _GPTNEOX_NAMES = {
 
 def _name_mapper(table: dict[str, str]) -> Callable[[str], str | None]:
     exact = {k: v for k, v in table.items() if "{i}" not in k}
-    per_block = {
-        k.replace("blk.{i}.", ""): v for k, v in table.items() if k.startswith("blk.{i}.")
-    }
+    per_block = {k.replace("blk.{i}.", ""): v for k, v in table.items() if k.startswith("blk.{i}.")}
     block_re = re.compile(r"^blk\.(\d+)\.(.+)$")
 
     def mapper(name: str) -> str | None:
@@ -195,11 +211,14 @@ def _name_mapper(table: dict[str, str]) -> Callable[[str], str | None]:
     return mapper
 
 
-def _config_from_metadata(meta: dict[str, Any], tensor_names: set[str], embed_rows: int | None) -> dict:
+def _config_from_metadata(
+    meta: dict[str, Any], tensor_names: set[str], embed_rows: int | None
+) -> dict:
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ValueError(
-            f"unsupported GGUF general.architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"unsupported GGUF general.architecture {arch!r}; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
 
     def get(key: str, default: Any = KeyError) -> Any:
@@ -219,7 +238,9 @@ def _config_from_metadata(meta: dict[str, Any], tensor_names: set[str], embed_ro
     if vocab is None:
         vocab = len(tokens) if tokens is not None else embed_rows
     if vocab is None:
-        raise KeyError(f"cannot tell the vocabulary size: no {arch}.vocab_size, tokens or token_embd")
+        raise KeyError(
+            f"cannot tell the vocabulary size: no {arch}.vocab_size, tokens or token_embd"
+        )
     eos = meta.get("tokenizer.ggml.eos_token_id")
     tied = "output.weight" not in tensor_names
     common = dict(
@@ -256,7 +277,8 @@ def _config_from_metadata(meta: dict[str, Any], tensor_names: set[str], embed_ro
 
     if "rope_freqs.weight" in tensor_names:
         raise ValueError(
-            "this GGUF uses llama3-style RoPE frequency scaling (a rope_freqs tensor), which is not supported"
+            "this GGUF uses llama3-style RoPE frequency scaling (a rope_freqs tensor), "
+            "which is not supported"
         )
     rope_scaling = None
     scaling_type = get("rope.scaling.type", None)
@@ -342,7 +364,8 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
             values = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
         except NotImplementedError as err:
             raise ValueError(
-                f"tensor {tensor.name!r} has GGML type {tensor.tensor_type.name}, which gguf-py cannot dequantize"
+                f"tensor {tensor.name!r} has GGML type {tensor.tensor_type.name}, "
+                "which gguf-py cannot dequantize"
             ) from err
         values = np.asarray(values, dtype=np.float32).reshape(shape)
         if arch == "llama":

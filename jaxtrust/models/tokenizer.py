@@ -99,7 +99,9 @@ def tokenizer_from_gguf_metadata(meta: dict[str, Any]):
         raise ValueError("GGUF metadata has no tokenizer.ggml.merges, needed for a BPE tokenizer")
     types = list(meta.get("tokenizer.ggml.token_type", [_NORMAL] * len(tokens)))
     if len(types) != len(tokens):
-        raise ValueError(f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
+        raise ValueError(
+            f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
+        )
 
     vocab = {token: index for index, token in enumerate(tokens)}
     merges = [tuple(merge.split(" ", 1)) for merge in merges_raw]
@@ -108,8 +110,16 @@ def tokenizer_from_gguf_metadata(meta: dict[str, Any]):
     backend.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre"))
     backend.decoder = decoders.ByteLevel()
 
-    control = [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == _CONTROL]
-    user = [AddedToken(tokens[i], special=False, normalized=False) for i, t in enumerate(types) if t == _USER_DEFINED]
+    control = [
+        AddedToken(tokens[i], special=True, normalized=False)
+        for i, t in enumerate(types)
+        if t == _CONTROL
+    ]
+    user = [
+        AddedToken(tokens[i], special=False, normalized=False)
+        for i, t in enumerate(types)
+        if t == _USER_DEFINED
+    ]
     if control:
         backend.add_special_tokens(control)
     if user:
@@ -125,9 +135,13 @@ def tokenizer_from_gguf_metadata(meta: dict[str, Any]):
     if add_bos or add_eos:
         head, tail = ([bos] if add_bos else []), ([eos] if add_eos else [])
         single = " ".join([*head, "$A", *tail])
-        pair = " ".join([*head, "$A", *tail, *[f"{t}:1" for t in head], "$B:1", *[f"{t}:1" for t in tail]])
+        pair = " ".join(
+            [*head, "$A", *tail, *[f"{t}:1" for t in head], "$B:1", *[f"{t}:1" for t in tail]]
+        )
         backend.post_processor = processors.TemplateProcessing(
-            single=single, pair=pair, special_tokens=[(t, vocab[t]) for t in dict.fromkeys(head + tail)]
+            single=single,
+            pair=pair,
+            special_tokens=[(t, vocab[t]) for t in dict.fromkeys(head + tail)],
         )
 
     kwargs = {
@@ -177,7 +191,9 @@ def load_tokenizer(path: str | os.PathLike):
         from jaxtrust.models.gguf import read_gguf_metadata
 
         return tokenizer_from_gguf_metadata(read_gguf_metadata(path))
-    raise ValueError(f"load_tokenizer expects an HF tokenizer directory or a .gguf file, got {path!r}")
+    raise ValueError(
+        f"load_tokenizer expects an HF tokenizer directory or a .gguf file, got {path!r}"
+    )
 
 
 def format_chat(
@@ -201,14 +217,19 @@ def format_chat(
 
     Example::
 
-      format_chat(tok, "Hi")  # '<|im_start|>system\\n...<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
+      format_chat(tok, "Hi")
+      # '<|im_start|>system\\n...<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
     """
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     if not isinstance(messages, Sequence) or not all(
         isinstance(m, dict) and "role" in m and "content" in m for m in messages
     ):
-        raise TypeError("messages must be a str or a sequence of {'role': ..., 'content': ...} dicts")
+        raise TypeError(
+            "messages must be a str or a sequence of {'role': ..., 'content': ...} dicts"
+        )
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("this tokenizer has no chat_template; pass raw text (chat=False) instead")
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+    )

@@ -18,10 +18,22 @@ PROMPTS = [[5, 17, 33], [9, 8, 7, 6, 5, 4, 3], [42]]
 def tiny_hf(seed: int = 0, tied: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     hidden, heads, kv, head_dim, ffn, layers = 32, 4, 2, 8, 64, 2
     config = dict(
-        model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=VOCAB, hidden_size=hidden,
-        intermediate_size=ffn, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv, head_dim=head_dim, max_position_embeddings=128, rms_norm_eps=1e-5,
-        rope_theta=10000.0, tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        model_type="llama",
+        architectures=["LlamaForCausalLM"],
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=head_dim,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=tied,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
         hidden_act="silu",
     )
     rng = np.random.default_rng(seed)
@@ -29,7 +41,10 @@ def tiny_hf(seed: int = 0, tied: bool = False) -> tuple[dict, dict[str, np.ndarr
     def w(*shape, scale=0.3):
         return (scale * rng.normal(size=shape)).astype(np.float32)
 
-    tensors = {"model.embed_tokens.weight": w(VOCAB, hidden, scale=1.0), "model.norm.weight": 1 + w(hidden, scale=0.1)}
+    tensors = {
+        "model.embed_tokens.weight": w(VOCAB, hidden, scale=1.0),
+        "model.norm.weight": 1 + w(hidden, scale=0.1),
+    }
     for i in range(layers):
         p = f"model.layers.{i}."
         tensors |= {
@@ -99,7 +114,9 @@ def test_array_input_with_right_padding_mask_equals_list_input(model):
     for row, prompt in enumerate(PROMPTS):
         tokens[row, : len(prompt)] = prompt
         mask[row, : len(prompt)] = True
-    from_array = generate(model, jnp.asarray(tokens), prompt_mask=jnp.asarray(mask), max_new_tokens=4)
+    from_array = generate(
+        model, jnp.asarray(tokens), prompt_mask=jnp.asarray(mask), max_new_tokens=4
+    )
     from_list = generate(model, PROMPTS, max_new_tokens=4)
     np.testing.assert_array_equal(from_array.tokens, from_list.tokens)
     # a wider bucket (more left padding) must not change the result
@@ -141,11 +158,17 @@ def test_no_retrace_on_second_call_with_same_shapes(model):
 
 def test_sampling_limits_equal_greedy(model):
     greedy = generate(model, PROMPTS, max_new_tokens=6).tokens
-    cold = generate(model, PROMPTS, max_new_tokens=6, temperature=1e-6, rng=jax.random.key(3)).tokens
+    cold = generate(
+        model, PROMPTS, max_new_tokens=6, temperature=1e-6, rng=jax.random.key(3)
+    ).tokens
     np.testing.assert_array_equal(cold, greedy)
-    top1 = generate(model, PROMPTS, max_new_tokens=6, temperature=1.5, top_k=1, rng=jax.random.key(4)).tokens
+    top1 = generate(
+        model, PROMPTS, max_new_tokens=6, temperature=1.5, top_k=1, rng=jax.random.key(4)
+    ).tokens
     np.testing.assert_array_equal(top1, greedy)
-    tiny_p = generate(model, PROMPTS, max_new_tokens=6, temperature=1.5, top_p=1e-6, rng=jax.random.key(5)).tokens
+    tiny_p = generate(
+        model, PROMPTS, max_new_tokens=6, temperature=1.5, top_p=1e-6, rng=jax.random.key(5)
+    ).tokens
     np.testing.assert_array_equal(tiny_p, greedy)
 
 
@@ -165,14 +188,22 @@ def test_sampler_distribution_top_k_top_p():
     key = jax.random.key(0)
 
     def freq(**kw):
-        draws = generation._sample(logits, key, jnp.float32(1.0), jnp.float32(kw.pop("top_p", 1.0)), greedy=False, **kw)
+        draws = generation._sample(
+            logits, key, jnp.float32(1.0), jnp.float32(kw.pop("top_p", 1.0)), greedy=False, **kw
+        )
         return np.bincount(np.asarray(draws), minlength=4) / draws.shape[0]
 
     np.testing.assert_allclose(freq(top_k=None, use_top_p=False), probs, atol=0.03)
     np.testing.assert_allclose(freq(top_k=2, use_top_p=False), [0.625, 0.375, 0, 0], atol=0.03)
     # top_p=0.7: mass before token 1 is 0.5 < 0.7, before token 2 it is 0.8 -> keep {0, 1}
-    np.testing.assert_allclose(freq(top_k=None, top_p=0.7, use_top_p=True), [0.625, 0.375, 0, 0], atol=0.03)
-    np.testing.assert_allclose(freq(top_k=None, top_p=0.85, use_top_p=True), [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0], atol=0.03)
+    np.testing.assert_allclose(
+        freq(top_k=None, top_p=0.7, use_top_p=True), [0.625, 0.375, 0, 0], atol=0.03
+    )
+    np.testing.assert_allclose(
+        freq(top_k=None, top_p=0.85, use_top_p=True),
+        [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0],
+        atol=0.03,
+    )
 
 
 def test_bad_inputs(model):
@@ -185,7 +216,9 @@ def test_bad_inputs(model):
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(model, PROMPTS, max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
-        generate(model, PROMPTS, max_new_tokens=2, temperature=1.0, top_p=1.5, rng=jax.random.key(0))
+        generate(
+            model, PROMPTS, max_new_tokens=2, temperature=1.0, top_p=1.5, rng=jax.random.key(0)
+        )
     with pytest.raises(TypeError, match="tokenize"):
         generate(model, ["hello"], max_new_tokens=2)
     with pytest.raises(ValueError, match="max_position_embeddings"):

@@ -51,7 +51,11 @@ HF_TO_GGUF = {
 
 def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """Verbatim logic of llama.cpp's convert_hf_to_gguf.py LlamaModel.permute."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 def gguf_name(hf_name: str) -> str:
@@ -129,7 +133,9 @@ def test_unpermuted_weights_make_hf_rope_match_llama_cpp_rope():
     wq, wk = rng.normal(size=(HEAD_DIM, HIDDEN)), rng.normal(size=(HEAD_DIM, HIDDEN))
     x1, x2 = rng.normal(size=HIDDEN), rng.normal(size=HIDDEN)
     hf = _rope_rotate_half(wq @ x1, 5.0) @ _rope_rotate_half(wk @ x2, 2.0)
-    cpp = _rope_interleaved(permute_qk(wq, 1) @ x1, 5.0) @ _rope_interleaved(permute_qk(wk, 1) @ x2, 2.0)
+    cpp = _rope_interleaved(permute_qk(wq, 1) @ x1, 5.0) @ _rope_interleaved(
+        permute_qk(wk, 1) @ x2, 2.0
+    )
     np.testing.assert_allclose(cpp, hf, rtol=1e-10)
     wrong = _rope_interleaved(wq @ x1, 5.0) @ _rope_interleaved(wk @ x2, 2.0)
     assert abs(wrong - hf) > 1e-3
@@ -146,10 +152,18 @@ def test_f32_round_trip_exact_and_config(tmp_path):
         assert tensors[name].dtype == np.float32
         np.testing.assert_array_equal(tensors[name], w, err_msg=name)
     expected = dict(
-        model_type="llama", hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM,
-        max_position_embeddings=256, vocab_size=VOCAB, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2,
+        model_type="llama",
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=256,
+        vocab_size=VOCAB,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     for key, value in expected.items():
         assert config[key] == value, key
@@ -162,7 +176,9 @@ def test_q8_0_round_trip_within_quantization_error_and_tied(tmp_path):
     state = tiny_llama_state(seed=3, tied=True)
     path = tmp_path / "tiny_q8.gguf"
     write_tiny_llama_gguf(path, state, quant=gguf.GGMLQuantizationType.Q8_0)
-    assert {t.tensor_type for t in gguf.GGUFReader(str(path)).tensors} >= {gguf.GGMLQuantizationType.Q8_0}
+    assert {t.tensor_type for t in gguf.GGUFReader(str(path)).tensors} >= {
+        gguf.GGMLQuantizationType.Q8_0
+    }
     config, tensors = read_gguf(path)
     assert config["tie_word_embeddings"] is True
     assert "lm_head.weight" not in tensors

