@@ -32,7 +32,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from jaxtrust.models.cache import KVCache
 from jaxtrust.models.config import LMConfig
-from jaxtrust.models.hooks import ModelHooks
+from jaxtrust.models.hooks import ModelHooks, expand_to
 from jaxtrust.models.layers import Linear, Norm, apply_rope, rope_inv_freq
 
 
@@ -119,7 +119,7 @@ def _mlp(block: Block, h, layer, *, config: LMConfig, hooks: ModelHooks, ffn_mas
     else:
         hidden = hooks.activation(hooks.mlp_up(mlp.up_proj(h), layer), layer)
     if ffn_mask is not None:
-        hidden = hidden * ffn_mask.astype(hidden.dtype)
+        hidden = hidden * expand_to(ffn_mask.astype(hidden.dtype), hidden.ndim)
     return mlp.down_proj(hooks.mlp_hidden(hidden, layer))
 
 
@@ -156,6 +156,10 @@ class CausalLM(nnx.Module):
                 raise ValueError(f"cache has k of shape {cache.k.shape}, expected ({c.num_layers}, {tokens.shape[0]}, slots, {c.num_kv_heads}, {c.head_dim})")
             if tokens.shape[1] > cache.max_len:
                 raise ValueError(f"{tokens.shape[1]} tokens do not fit a cache of {cache.max_len} slots")
+            # Past the last slot, dynamic_update_slice would clamp the write and silently overwrite
+            # earlier keys. The index is only known outside jit; inside, the caller sizes the cache.
+            if not isinstance(cache.index, jax.core.Tracer) and int(cache.index) + tokens.shape[1] > cache.max_len:
+                raise ValueError(f"cache: {tokens.shape[1]} new tokens at slot {int(cache.index)} do not fit a cache of {cache.max_len} slots (cache.index + seq must be <= max_len)")
 
     def __call__(
         self,
