@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,23 @@ LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_MODEL_TYPES = (*LLAMA_LIKE, "gpt_neox")
 SUPPORTED_ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "gelu_new", "gelu_pytorch_tanh", "relu")
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
+_REQUIRED_HF_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+_HF_KEY_OF_FIELD = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "num_kv_heads": "num_key_value_heads",
+    "head_dim": "head_dim",
+    "max_position_embeddings": "max_position_embeddings",
+    "norm_eps": "rms_norm_eps / layer_norm_eps",
+    "rope_theta": "rope_theta",
+    "rope_scaling": "rope_scaling / rope_parameters",
+    "partial_rotary_factor": "partial_rotary_factor / rotary_pct",
+    "activation": "hidden_act",
+    "sliding_window": "sliding_window",
+}
 
 
 def _freeze(value: Any) -> Any:
@@ -90,6 +108,10 @@ class LMConfig:
     def __post_init__(self):
         if self.arch not in ("llama", "gpt_neox"):
             raise ValueError(f"arch must be 'llama' or 'gpt_neox', got {self.arch!r}")
+        if not self.model_type:  # so that from_hf(to_hf(c)) == c also for configs built directly
+            object.__setattr__(self, "model_type", "gpt_neox" if self.arch == "gpt_neox" else "llama")
+        if self.model_type not in SUPPORTED_MODEL_TYPES or (self.model_type == "gpt_neox") != (self.arch == "gpt_neox"):
+            raise ValueError(f"model_type {self.model_type!r} does not fit arch {self.arch!r}; supported: {SUPPORTED_MODEL_TYPES}")
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -104,6 +126,16 @@ class LMConfig:
             raise ValueError(f"rotary dimension head_dim * partial_rotary_factor = {self.rotary_dim} must be even")
         if self.rope_type not in SUPPORTED_ROPE_TYPES:
             raise ValueError(f"rope_scaling type must be one of {SUPPORTED_ROPE_TYPES}, got {self.rope_type!r}")
+        if self.rope_type != "default":
+            factor = self.rope_scaling_dict.get("factor")
+            if not isinstance(factor, (int, float)) or factor <= 0:
+                raise ValueError(f"rope_scaling of type {self.rope_type!r} needs a positive 'factor', got {factor!r}")
+        if not isinstance(self.max_position_embeddings, int) or self.max_position_embeddings <= 0:
+            raise ValueError(f"max_position_embeddings must be a positive integer, got {self.max_position_embeddings!r}")
+        if not isinstance(self.norm_eps, (int, float)) or not self.norm_eps >= 0:
+            raise ValueError(f"norm_eps must be a non-negative number, got {self.norm_eps!r}")
+        if not isinstance(self.rope_theta, (int, float)) or not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be a positive number, got {self.rope_theta!r}")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise ValueError(f"sliding_window must be positive or None, got {self.sliding_window}")
         if not isinstance(self.eos_token_id, tuple):
@@ -136,6 +168,29 @@ class LMConfig:
         model_type = config.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"config['model_type'] = {model_type!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
+        missing = [k for k in _REQUIRED_HF_KEYS if config.get(k) is None]
+        if missing:
+            raise KeyError(f"config: required key(s) {missing} missing for model_type {model_type!r}")
+        config = dict(config)
+        for key in (*_REQUIRED_HF_KEYS, "num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window"):
+            value = config.get(key)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                    raise ValueError(f"config[{key!r}] must be an integer, got {value!r}")
+                config[key] = int(value)  # NumPy integers (e.g. from GGUF metadata) too
+        try:
+            return cls._from_hf_dict(config, model_type)
+        except ValueError as err:
+            field = str(err).split(" ", 1)[0]
+            hf_key = _HF_KEY_OF_FIELD.get(field)
+            if hf_key is None:
+                raise
+            raise ValueError(f"config[{hf_key!r}]: {err}") from err
+        except TypeError as err:  # e.g. a string where a number belongs
+            raise ValueError(f"config: a value has the wrong type ({err})") from err
+
+    @classmethod
+    def _from_hf_dict(cls, config: dict, model_type: str) -> LMConfig:
         rope_params = dict(config.get("rope_parameters") or {})
         rope_theta = config.get("rope_theta", rope_params.get("rope_theta", config.get("rotary_emb_base", 10000.0)))
         scaling = config.get("rope_scaling") or {k: v for k, v in rope_params.items() if k not in ("rope_theta", "partial_rotary_factor")}
@@ -222,6 +277,10 @@ class LMConfig:
                 out["sliding_window"] = self.sliding_window
                 if model_type == "qwen2":
                     out["use_sliding_window"] = True
+        back = LMConfig.from_hf(out)
+        if back != self:  # e.g. q/k/v bias without o bias on "llama": no HF config says that
+            lost = [f.name for f in dataclasses.fields(self) if getattr(back, f.name) != getattr(self, f.name)]
+            raise ValueError(f"to_hf: fields {lost} of this config cannot be expressed in a Hugging Face {model_type!r} config.json (set model_type to a family that has them)")
         return out
 
     # ------------------------------------------------------------------ presets

@@ -93,6 +93,14 @@ def _fuse_neox_qkv(config: LMConfig, tensors: dict[str, np.ndarray]) -> None:
         tensors[name.replace("q_proj", "query_key_value")] = fused.reshape(3 * h * hd, *q.shape[1:])
 
 
+def _checkpoint_name(config: LMConfig, name: str) -> str:
+    """The checkpoint tensor a (possibly virtual, split-from-fused) name came from."""
+    if config.arch == "gpt_neox" and ".attention." in name and any(f".{p}_proj." in name for p in "qkv"):
+        fused = name.replace(".q_proj.", ".query_key_value.").replace(".k_proj.", ".query_key_value.").replace(".v_proj.", ".query_key_value.")
+        return f"{name} (split from {fused})"
+    return name
+
+
 def _to_jax_layout(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
     # torch Linear weights are [out, in]; kernels here are [in, out]. Embeddings stay [V, D].
     return array.T if path[-1] == "kernel" else array
@@ -139,13 +147,17 @@ def model_from_hf_tensors(config: LMConfig, tensors: Mapping[str, np.ndarray], *
         if absent:
             missing += absent
             continue
-        arrays = [_to_jax_layout(path, np.asarray(tensors[n])) for n in names]
         used.update(names)
-        array = np.stack(arrays) if path[0] == "layers" else arrays[0]
-        if tuple(array.shape) != tuple(leaf.shape):
-            shape_errors.append(f"{names[0] if len(names) == 1 else names[0].replace('.0.', '.{i}.')}: checkpoint gives {array.shape} (as stored here), model expects {tuple(leaf.shape)}")
+        # Check each layer's tensor before stacking, so that the error names the exact tensor
+        # (np.stack would only say that the shapes differ). Shapes are reported in torch layout.
+        expected = tuple(leaf.shape[1:] if path[0] == "layers" else leaf.shape)
+        expected_torch = expected[::-1] if path[-1] == "kernel" else expected
+        bad = [n for n in names if tuple(np.shape(tensors[n])) != expected_torch]
+        if bad:
+            shape_errors += [f"{_checkpoint_name(config, n)}: shape {tuple(np.shape(tensors[n]))}, expected {expected_torch}" for n in bad]
             continue
-        values[path] = array
+        arrays = [_to_jax_layout(path, np.asarray(tensors[n])) for n in names]
+        values[path] = np.stack(arrays) if path[0] == "layers" else arrays[0]
     unexpected = sorted(n for n in tensors if n not in used and not _IGNORABLE.search(n) and not (config.tie_word_embeddings and n in ("lm_head.weight", "embed_out.weight")))
     if missing or unexpected:
         raise KeyError(f"checkpoint does not match the {config.model_type or config.arch} architecture: missing {sorted(missing)}; unexpected {unexpected}")

@@ -137,3 +137,138 @@ def test_invalid_values(overrides, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         LMConfig.from_hf(tmp_path)
+
+
+# ---------------------------------------------------------------------------- every family, v4 and v5
+_BASE = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=8, max_position_embeddings=4096, hidden_act="silu", rope_theta=250000.0, bos_token_id=1, eos_token_id=2)
+FAMILY_DICTS = {
+    "llama": {**_BASE, "model_type": "llama", "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_scaling": {"rope_type": "linear", "factor": 2.0}, "tie_word_embeddings": False},
+    "mistral": {**_BASE, "model_type": "mistral", "num_key_value_heads": 4, "rms_norm_eps": 1e-5, "sliding_window": 1024, "tie_word_embeddings": False},
+    "qwen2": {**_BASE, "model_type": "qwen2", "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "use_sliding_window": False, "sliding_window": 4096, "tie_word_embeddings": True},
+    "qwen3": {**_BASE, "model_type": "qwen3", "num_key_value_heads": 4, "head_dim": 32, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    "gpt_neox": {**{k: v for k, v in _BASE.items() if k != "hidden_act"}, "model_type": "gpt_neox", "hidden_act": "gelu", "rotary_pct": 0.25, "layer_norm_eps": 1e-5, "use_parallel_residual": False, "tie_word_embeddings": False},
+}
+EXPECTED = {  # (arch, num_kv_heads, head_dim, rope_type, sliding_window, qkv_bias, qk_norm, tied, rotary_dim, norm_eps)
+    "llama": ("llama", 2, 16, "linear", None, False, False, False, 16, 1e-5),
+    "mistral": ("llama", 4, 16, "default", 1024, False, False, False, 16, 1e-5),
+    "qwen2": ("llama", 2, 16, "default", None, True, False, True, 16, 1e-6),  # use_sliding_window False
+    "qwen3": ("llama", 4, 32, "default", None, False, True, True, 32, 1e-6),
+    "gpt_neox": ("gpt_neox", 8, 16, "default", None, True, False, False, 4, 1e-5),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILY_DICTS))
+def test_v4_and_v5_dicts_of_every_family(family, tmp_path):
+    v4 = FAMILY_DICTS[family]
+    c = LMConfig.from_hf(v4)
+    got = (c.arch, c.num_kv_heads, c.head_dim, c.rope_type, c.sliding_window, c.qkv_bias, c.qk_norm, c.tie_word_embeddings, c.rotary_dim, c.norm_eps)
+    assert got == EXPECTED[family]
+    assert (c.model_type, c.rope_theta, c.num_layers, c.max_position_embeddings, c.eos_token_id) == (family, 250000.0, 3, 4096, (2,))
+    assert c.activation == v4["hidden_act"]
+    assert LMConfig.from_hf(_v5(v4)) == c
+    for i, variant in enumerate((v4, _v5(v4))):  # from a directory and from a config.json path
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "config.json").write_text(json.dumps(variant))
+        assert LMConfig.from_hf(tmp_path / str(i)) == c
+        assert LMConfig.from_hf(str(tmp_path / str(i) / "config.json")) == c
+    assert LMConfig.from_hf(c.to_hf()) == c
+
+
+def test_v5_rope_parameters_carry_theta_and_scaling():
+    v5 = {k: v for k, v in FAMILY_DICTS["llama"].items() if k not in ("rope_theta", "rope_scaling")}
+    v5["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    c = LMConfig.from_hf(v5)
+    assert c.rope_theta == 500000.0 and c.rope_type == "llama3"
+    assert c.rope_scaling_dict == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def test_config_built_directly_round_trips():
+    # model_type left empty (as jaxtrust.experiments.lm does) is filled in from arch
+    direct = LMConfig(arch="llama", vocab_size=40, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=4, head_dim=8, tie_word_embeddings=True, eos_token_id=(3,))
+    assert direct.model_type == "llama"
+    assert LMConfig.from_hf(direct.to_hf()) == direct
+    neox = LMConfig(arch="gpt_neox", vocab_size=40, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=4, head_dim=8, qkv_bias=True, o_bias=True, mlp_bias=True, activation="gelu", parallel_residual=True)
+    assert neox.model_type == "gpt_neox" and LMConfig.from_hf(neox.to_hf()) == neox
+
+
+@pytest.mark.parametrize(
+    "overrides, lost",
+    [
+        (dict(qkv_bias=True), "qkv_bias"),  # llama's attention_bias covers q, k, v AND o
+        (dict(qk_norm=True), "qk_norm"),  # only qwen3 has q/k norms
+        (dict(sliding_window=16), "sliding_window"),  # only mistral (and qwen2) have a window
+    ],
+)
+def test_to_hf_refuses_configs_hugging_face_cannot_express(overrides, lost):
+    with pytest.raises(ValueError, match=rf"to_hf: fields \['{lost}'\].*'llama'"):
+        LMConfig.tiny(**overrides).to_hf()
+
+
+# ---------------------------------------------------------------------------- errors name the key
+def test_missing_required_keys_are_named():
+    partial = {k: v for k, v in FAMILY_DICTS["llama"].items() if k not in ("hidden_size", "num_hidden_layers")}
+    with pytest.raises(KeyError, match=r"\['hidden_size', 'num_hidden_layers'\]"):
+        LMConfig.from_hf(partial)
+    with pytest.raises(ValueError, match=r"model_type.*None"):
+        LMConfig.from_hf({k: v for k, v in FAMILY_DICTS["llama"].items() if k != "model_type"})
+
+
+@pytest.mark.parametrize(
+    "family, key, value, message",
+    [
+        ("llama", "num_hidden_layers", 0, r"config\['num_hidden_layers'\]: num_layers must be a positive integer, got 0"),
+        ("llama", "hidden_size", "128", r"config\['hidden_size'\]"),
+        ("llama", "num_key_value_heads", 3, r"config\['num_key_value_heads'\].*multiple of num_kv_heads \(3\)|config\['num_attention_heads'\]"),
+        ("llama", "hidden_act", "swish2", r"config\['hidden_act'\]: activation must be one of .*'swish2'"),
+        ("llama", "rope_theta", -1.0, r"config\['rope_theta'\]: rope_theta must be a positive number"),
+        ("llama", "rope_scaling", {"rope_type": "linear"}, r"config\['rope_scaling / rope_parameters'\].*'factor'"),
+        ("llama", "rope_scaling", {"rope_type": "yarn", "factor": 4.0}, r"rope_scaling type must be one of .*'yarn'"),
+        ("llama", "rms_norm_eps", -1e-5, r"config\['rms_norm_eps / layer_norm_eps'\]: norm_eps"),
+        ("gpt_neox", "rotary_pct", 1.5, r"config\['partial_rotary_factor / rotary_pct'\]: partial_rotary_factor must be in \(0, 1\]"),
+        ("mistral", "sliding_window", 0, r"config\['sliding_window'\]: sliding_window must be positive"),
+    ],
+)
+def test_bad_values_name_the_hf_key(family, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        LMConfig.from_hf({**FAMILY_DICTS[family], key: value})
+
+
+# ---------------------------------------------------------------------------- SmolLM2 preset
+# config.json of HuggingFaceTB/SmolLM2-135M-Instruct (as published; the 135M base model differs
+# only in its special token ids, bos = eos = 0).
+SMOLLM2_135M_INSTRUCT = {
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_act": "silu",
+    "hidden_size": 576,
+    "initializer_range": 0.041666666666666664,
+    "intermediate_size": 1536,
+    "is_llama_config": True,
+    "max_position_embeddings": 8192,
+    "model_type": "llama",
+    "num_attention_heads": 9,
+    "num_hidden_layers": 30,
+    "num_key_value_heads": 3,
+    "pad_token_id": 2,
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_interleaved": False,
+    "rope_scaling": None,
+    "rope_theta": 100000,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
+    "vocab_size": 49152,
+}
+
+
+@pytest.mark.smoke
+def test_smollm2_preset_matches_the_published_config():
+    preset = LMConfig.smollm2_135m()
+    assert preset == LMConfig.from_hf(SMOLLM2_135M_INSTRUCT)
+    assert (preset.num_layers, preset.hidden_size, preset.num_heads, preset.num_kv_heads, preset.head_dim) == (30, 576, 9, 3, 64)
+    assert (preset.intermediate_size, preset.vocab_size, preset.rope_theta, preset.norm_eps) == (1536, 49152, 100000.0, 1e-5)
+    assert preset.tie_word_embeddings and preset.rope_scaling is None and preset.sliding_window is None
