@@ -145,6 +145,7 @@ LM_RULES = [
 ]
 
 
+@pytest.mark.slow
 @needs_8
 def test_causal_lm_overfits_and_sharded_lm_step_matches_single_device():
     from jaxtrust.models import CausalLM, LMConfig
