@@ -113,3 +113,70 @@ def test_scaled_inv_freq_matches_transformers(scaling):
 def test_activations_match_formulas(name, reference):
     xs = np.array([-3.0, -0.5, 0.0, 0.7, 2.5], np.float32)
     np.testing.assert_allclose(apply_activation(name, jnp.asarray(xs)), [reference(float(x)) for x in xs], rtol=1e-5, atol=1e-7)
+
+
+def test_rmsnorm_without_eps_and_batched_rows():
+    # eps = 0: exactly x / rms(x); rows are normalised independently
+    x = jnp.array([[[0.1, 0.2]], [[3.0, -4.0]]])  # [2, 1, 2]
+    out = ModelHooks().norm(x, jnp.ones(2), None, 0, "final_norm", 0.0)
+    rms2 = math.sqrt(12.5)
+    np.testing.assert_allclose(out, [[[0.1 / math.sqrt(0.025), 0.2 / math.sqrt(0.025)]], [[3.0 / rms2, -4.0 / rms2]]], rtol=1e-6)
+    np.testing.assert_allclose(out[0, 0], [0.6324555, 1.2649111], rtol=1e-6)
+
+
+def test_norms_compute_in_float32_and_return_the_input_dtype():
+    x = jnp.array([[1.0, 2.0, 3.0, 4.0]], jnp.bfloat16)
+    rms = ModelHooks().norm(x, jnp.ones(4, jnp.bfloat16), None, 0, "attn_norm", 1e-6)
+    ln = ModelHooks().norm(x, jnp.ones(4), jnp.zeros(4), 0, "attn_norm", 1e-5)
+    assert rms.dtype == ln.dtype == jnp.bfloat16
+    x64 = np.array([1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(np.asarray(rms, np.float32)[0], x64 / np.sqrt(np.mean(x64**2)), rtol=1e-2)
+    np.testing.assert_allclose(np.asarray(ln, np.float32)[0], (x64 - 2.5) / np.sqrt(1.25 + 1e-5), rtol=1e-2)
+
+
+def _llama3_inv_freq_reference(dim, theta, factor, low, high, old_len):
+    """Llama 3.1's rule, frequency by frequency: keep high frequencies, divide low ones by
+    ``factor``, and interpolate linearly (in ``old_len / wavelength``) in between."""
+    out = []
+    for i in range(0, dim, 2):
+        freq = theta ** (-i / dim)
+        wavelength = 2 * math.pi / freq
+        if wavelength < old_len / high:
+            out.append(freq)
+        elif wavelength > old_len / low:
+            out.append(freq / factor)
+        else:
+            t = (old_len / wavelength - low) / (high - low)
+            out.append((1 - t) * freq / factor + t * freq)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("old_len, low, high", [(32, 1.0, 4.0), (64, 2.0, 8.0)])
+def test_llama3_inv_freq_matches_numpy_reference(old_len, low, high):
+    scaling = (("factor", 8.0), ("high_freq_factor", high), ("low_freq_factor", low), ("original_max_position_embeddings", old_len), ("rope_type", "llama3"))
+    c = LMConfig.tiny(head_dim=64, num_heads=1, num_kv_heads=1, hidden_size=64, rope_theta=500000.0, rope_scaling=scaling)
+    ours = rope_inv_freq(c)
+    ref = _llama3_inv_freq_reference(64, 500000.0, 8.0, low, high, old_len)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    plain = rope_inv_freq(LMConfig.tiny(head_dim=64, num_heads=1, num_kv_heads=1, hidden_size=64, rope_theta=500000.0))
+    kept, divided = np.isclose(ours, plain, rtol=1e-6), np.isclose(ours, plain / 8.0, rtol=1e-6)
+    assert kept.any() and divided.any() and (~kept & ~divided).any()  # all three bands exercised
+
+
+def test_linear_scaling_equals_dividing_positions():
+    """Linear ("position interpolation") scaling rotates position p like position p / factor."""
+    c = LMConfig.tiny(rope_scaling=(("factor", 4.0), ("rope_type", "linear")))
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(1, 3, 2, c.head_dim)).astype(np.float32))
+    positions = np.array([[0, 8, 100]])
+    scaled = apply_rope(x, jnp.asarray(positions), rope_inv_freq(c))
+    reference = _rope_reference(np.asarray(x), positions / 4.0, rope_inv_freq(LMConfig.tiny()))
+    np.testing.assert_allclose(scaled, reference, atol=2e-5)
+
+
+def test_partial_rotary_in_bfloat16_leaves_pass_through_bits_untouched():
+    c = LMConfig.tiny("gpt_neox")  # rotary_dim 4 of head_dim 16
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 3, 4, c.head_dim)), jnp.bfloat16)
+    out = apply_rope(x, jnp.array([[0, 5, 9], [1, 2, 3]]), rope_inv_freq(c))
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(out[..., c.rotary_dim :]).view(np.uint16), np.asarray(x[..., c.rotary_dim :]).view(np.uint16))
+    assert not np.array_equal(np.asarray(out[:, 1:, :, : c.rotary_dim], np.float32), np.asarray(x[:, 1:, :, : c.rotary_dim], np.float32))
