@@ -26,7 +26,7 @@ CONFIGS = {
 
 def _random_model(config: LMConfig, seed: int = 0) -> CausalLM:
     """Every parameter random (norm scales and biases too), so that any mix-up shows."""
-    graphdef, state = nnx.split(CausalLM(config, rngs=nnx.Rngs(seed)))
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: CausalLM(config, rngs=nnx.Rngs(seed))))
     rng = np.random.default_rng(seed)
     pure = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 0.3, x.dtype), nnx.to_pure_dict(state))
     nnx.replace_by_pure_dict(state, pure)
