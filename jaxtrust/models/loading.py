@@ -48,7 +48,11 @@ def _safetensors_files(directory: Path) -> list[Path]:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError) as err:
             raise ValueError(f"{index}: not a valid safetensors index ({err})") from err
-        files = [directory / name for name in sorted(set(weight_map.values()))]
+        names = sorted(set(weight_map.values()))
+        outside = [n for n in names if Path(n).is_absolute() or len(Path(n).parts) != 1]
+        if outside:  # shards live next to the index; never read files elsewhere
+            raise ValueError(f"{index}: weight_map names shard files outside the directory: {outside}")
+        files = [directory / name for name in names]
         absent = [str(f) for f in files if not f.is_file()]
         if absent:
             raise FileNotFoundError(f"{index} names shards that are missing: {absent}")

@@ -120,6 +120,16 @@ def test_sharded_checkpoint_with_a_missing_shard(models, tmp_path):
         load_pretrained(tmp_path)
 
 
+def test_shard_index_cannot_point_outside_the_directory(models, tmp_path):
+    inner = tmp_path / "model"
+    _write_checkpoint(inner, models["llama"].config, hf_tensors_from_model(models["llama"]))
+    (inner / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    weight_map = {k: "../elsewhere.safetensors" for k in hf_tensors_from_model(models["llama"])}
+    (inner / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ValueError, match=r"outside the directory.*\.\./elsewhere"):
+        load_pretrained(inner)
+
+
 def test_bfloat16_safetensors(models, tmp_path):
     model = models["gpt_neox"]
     tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in hf_tensors_from_model(model).items()}

@@ -215,6 +215,11 @@ def test_right_padding_equals_left_padding(models, batch):
     left, _ = forward(model, tokens, mask)
     right, _ = forward(model, right_tokens, right_mask)
     np.testing.assert_allclose(_real(right, right_mask), _real(left, mask), atol=1e-5)
+    # a row that is all padding gives finite (ignored) logits and leaves the other row alone
+    empty_mask = mask.at[0].set(False)
+    empty, _ = forward(model, tokens, empty_mask)
+    assert np.isfinite(np.asarray(empty)).all()
+    np.testing.assert_allclose(empty[1], left[1], atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- masks
