@@ -21,20 +21,79 @@ from flax import nnx
 from jaxtrust.models import KVCache
 from tests.conftest import HAS_TORCH
 
-pytestmark = [pytest.mark.torch, pytest.mark.skipif(not HAS_TORCH, reason="needs torch + transformers")]
+pytestmark = [
+    pytest.mark.torch,
+    pytest.mark.skipif(not HAS_TORCH, reason="needs torch + transformers"),
+]
 
 VOCAB, PROMPT, NEW = 96, 8, 8
-COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128)
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=128,
+)
 
 FAMILIES = {
-    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=2, rope_theta=10000.0, tie_word_embeddings=False)),
-    "llama3_rope": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=1, rope_theta=500000.0, rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16), tie_word_embeddings=True)),
-    "smollm2": ("LlamaConfig", "LlamaForCausalLM", dict(num_attention_heads=6, num_key_value_heads=2, hidden_size=96, rope_theta=100000.0, tie_word_embeddings=True)),
-    "mistral": ("MistralConfig", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=5, tie_word_embeddings=False)),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_key_value_heads=2, tie_word_embeddings=True)),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_key_value_heads=2, head_dim=24, tie_word_embeddings=False)),
-    "neox_parallel": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(rotary_pct=0.25, use_parallel_residual=True, hidden_act="gelu")),
-    "neox_sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(rotary_pct=0.5, use_parallel_residual=False, hidden_act="gelu")),
+    "llama": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(num_key_value_heads=2, rope_theta=10000.0, tie_word_embeddings=False),
+    ),
+    "llama3_rope": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            num_key_value_heads=1,
+            rope_theta=500000.0,
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=16,
+            ),
+            tie_word_embeddings=True,
+        ),
+    ),
+    "smollm2": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            hidden_size=96,
+            rope_theta=100000.0,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        dict(num_key_value_heads=2, sliding_window=5, tie_word_embeddings=False),
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        dict(num_key_value_heads=2, tie_word_embeddings=True),
+    ),
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        dict(num_key_value_heads=2, head_dim=24, tie_word_embeddings=False),
+    ),
+    "neox_parallel": (
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        dict(rotary_pct=0.25, use_parallel_residual=True, hidden_act="gelu"),
+    ),
+    "neox_sequential": (
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        dict(rotary_pct=0.5, use_parallel_residual=False, hidden_act="gelu"),
+    ),
 }
 
 
@@ -77,10 +136,14 @@ def _greedy(graphdef, state, prompt, mask):
         cache, logits, position = carry
         in_prompt = t < PROMPT
         col = jnp.minimum(t, PROMPT - 1)
-        token = jnp.where(in_prompt, prompt[:, col], jnp.argmax(logits, axis=-1).astype(prompt.dtype))
+        token = jnp.where(
+            in_prompt, prompt[:, col], jnp.argmax(logits, axis=-1).astype(prompt.dtype)
+        )
         real = jnp.where(in_prompt, mask[:, col], True)
         position = jnp.where(in_prompt, prompt_positions[:, col], position)
-        out = model(token[:, None], positions=position[:, None], attention_mask=real[:, None], cache=cache)
+        out = model(
+            token[:, None], positions=position[:, None], attention_mask=real[:, None], cache=cache
+        )
         return (out.cache, out.logits[:, 0], position + 1), (token, logits)
 
     init = (cache, jnp.zeros((b, model.config.vocab_size), jnp.float32), jnp.zeros((b,), jnp.int32))
@@ -108,10 +171,15 @@ def run(request, tmp_path_factory, prompts):
     hf = _make_hf_model(request.param, path)
     graphdef, state = nnx.split(load_pretrained(path))
     prompt, mask = prompts
-    tokens, step_logits = (np.asarray(a) for a in _greedy(graphdef, state, jnp.asarray(prompt, jnp.int32), jnp.asarray(mask)))
+    tokens, step_logits = (
+        np.asarray(a)
+        for a in _greedy(graphdef, state, jnp.asarray(prompt, jnp.int32), jnp.asarray(mask))
+    )
     full_tokens = np.concatenate([prompt, tokens], axis=1)
     full_mask = np.concatenate([mask, np.ones_like(tokens, bool)], axis=1)
-    full_logits = np.asarray(_forward(graphdef, state, jnp.asarray(full_tokens, jnp.int32), jnp.asarray(full_mask)))
+    full_logits = np.asarray(
+        _forward(graphdef, state, jnp.asarray(full_tokens, jnp.int32), jnp.asarray(full_mask))
+    )
     return request.param, hf, tokens, step_logits, full_tokens, full_mask, full_logits
 
 
@@ -121,7 +189,11 @@ def test_logits_match_torch_on_padded_batch(run):
     family, hf, _, _, tokens, mask, ours = run
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     with torch.no_grad():
-        ref = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64)), position_ids=torch.tensor(positions)).logits.numpy()
+        ref = hf(
+            input_ids=torch.tensor(tokens),
+            attention_mask=torch.tensor(mask.astype(np.int64)),
+            position_ids=torch.tensor(positions),
+        ).logits.numpy()
     err = np.abs(ours - ref)[mask].max()
     assert err < 1e-4, f"{family}: max abs logit difference {err}"
 
@@ -132,7 +204,15 @@ def test_greedy_continuation_matches_torch(run, prompts):
     family, hf, ours, *_ = run
     prompt, mask = prompts
     with torch.no_grad():
-        out = hf.generate(torch.tensor(prompt), attention_mask=torch.tensor(mask.astype(np.int64)), max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0, eos_token_id=None)
+        out = hf.generate(
+            torch.tensor(prompt),
+            attention_mask=torch.tensor(mask.astype(np.int64)),
+            max_new_tokens=NEW,
+            min_new_tokens=NEW,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
     np.testing.assert_array_equal(ours, out[:, PROMPT:].numpy(), err_msg=family)
 
 
