@@ -13,7 +13,14 @@ import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
-from jaxtrust.models import CausalLM, LMConfig, hf_tensors_from_model, load_pretrained, model_from_hf_tensors, save_pretrained
+from jaxtrust.models import (
+    CausalLM,
+    LMConfig,
+    hf_tensors_from_model,
+    load_pretrained,
+    model_from_hf_tensors,
+    save_pretrained,
+)
 from tests.conftest import HAS_TORCH
 
 CONFIGS = {
