@@ -94,9 +94,14 @@ def _attention(block: Block, h, layer, *, config: LMConfig, hooks: ModelHooks, p
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     if cache_k is not None:
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
-        k, v = cache_k.astype(dtype), cache_v.astype(dtype)
+        # The whole [layers, ...] cache is a scan carry, updated in place at (layer, index):
+        # scanning it as xs/ys would copy every layer's cache on every decoding step.
+        zero = jnp.zeros((), jnp.int32)
+        start = (layer.astype(jnp.int32), zero, index.astype(jnp.int32), zero, zero)
+        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype)[None], start)
+        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype)[None], start)
+        k = jax.lax.dynamic_index_in_dim(cache_k, layer, axis=0, keepdims=False).astype(dtype)
+        v = jax.lax.dynamic_index_in_dim(cache_v, layer, axis=0, keepdims=False).astype(dtype)
     # Query heads are grouped [kv_heads, group] (head h uses kv head h // group), so K/V are
     # never materialised per query head.
     group = nh // kv
@@ -224,17 +229,16 @@ class CausalLM(nnx.Module):
         xs = dict(
             state=layer_state,
             layer=jnp.arange(c.num_layers, dtype=jnp.int32),
-            cache_k=None if cache is None else cache.k,
-            cache_v=None if cache is None else cache.v,
             head_mask=head_mask,
             ffn_mask=ffn_mask,
         )
 
-        def body(x, xs):
+        def body(carry, xs):
+            x, cache_k, cache_v = carry
             block = nnx.merge(graphdef, xs["state"])
             layer = xs["layer"]
             h = _norm(hooks, block.attn_norm, x, layer, "attn_norm", c.norm_eps)
-            a, new_k, new_v = _attention(block, h, layer, config=c, hooks=hooks, positions=positions, mask=attn_mask, inv_freq=inv_freq, cache_k=xs["cache_k"], cache_v=xs["cache_v"], head_mask=xs["head_mask"], index=index, dtype=dtype)
+            a, new_k, new_v = _attention(block, h, layer, config=c, hooks=hooks, positions=positions, mask=attn_mask, inv_freq=inv_freq, cache_k=cache_k, cache_v=cache_v, head_mask=xs["head_mask"], index=index, dtype=dtype)
             if c.parallel_residual:
                 m = _mlp(block, _norm(hooks, block.mlp_norm, x, layer, "mlp_norm", c.norm_eps), layer, config=c, hooks=hooks, ffn_mask=xs["ffn_mask"])
                 out = x + a + m
@@ -243,9 +247,10 @@ class CausalLM(nnx.Module):
                 m = _mlp(block, _norm(hooks, block.mlp_norm, h2, layer, "mlp_norm", c.norm_eps), layer, config=c, hooks=hooks, ffn_mask=xs["ffn_mask"])
                 out = h2 + m
             out = hooks.residual(out, layer).astype(dtype)
-            return out, (new_k, new_v, out if output_hidden_states else None)
+            return (out, new_k, new_v), (out if output_hidden_states else None)
 
-        final, (new_k, new_v, per_layer) = jax.lax.scan(body, x, xs)
+        init = (x, None if cache is None else cache.k, None if cache is None else cache.v)
+        (final, new_k, new_v), per_layer = jax.lax.scan(body, init, xs)
         hidden_states = jnp.concatenate([x[None], per_layer], axis=0) if output_hidden_states else None
         y = _norm(hooks, self.final_norm, final, c.num_layers, "final_norm", c.norm_eps)
         if self.lm_head is None:
