@@ -108,7 +108,7 @@ def _sample(logits, key, temperature, top_p, *, greedy: bool, top_k: int | None,
 def _prefill(graphdef, state, tokens, positions, mask, cache):
     _TRACE_COUNTS["prefill"] += 1
     model = nnx.merge(graphdef, state)
-    out = model(tokens, positions=positions, attention_mask=mask, cache=cache)
+    out = model(tokens, positions=positions, attention_mask=mask, cache=cache, last_logits_only=True)
     return out.logits[:, -1, :].astype(jnp.float32), out.cache
 
 

@@ -177,6 +177,7 @@ class CausalLM(nnx.Module):
         ffn_mask: Float[Array, "layers ffn"] | None = None,
         hooks: ModelHooks | None = None,
         output_hidden_states: bool = False,
+        last_logits_only: bool = False,
     ) -> LMOutput:
         """Logits for every position (and the updated cache, and hidden states on request).
 
@@ -192,6 +193,9 @@ class CausalLM(nnx.Module):
           ffn_mask: per-layer multipliers of the FFN hidden units (input of the down projection).
           hooks: a :class:`ModelHooks` replacing functions inside the forward pass.
           output_hidden_states: also return the embeddings and each block's output.
+          last_logits_only: compute logits for the last position only (``[batch, 1, vocab]``):
+            a prefill needs no more, and the vocabulary projection of every prompt token is a
+            large share of its cost.
 
         Returns:
           :class:`LMOutput` with fp32 logits.
@@ -252,6 +256,8 @@ class CausalLM(nnx.Module):
         init = (x, None if cache is None else cache.k, None if cache is None else cache.v)
         (final, new_k, new_v), per_layer = jax.lax.scan(body, init, xs)
         hidden_states = jnp.concatenate([x[None], per_layer], axis=0) if output_hidden_states else None
+        if last_logits_only:
+            final = final[:, -1:]
         y = _norm(hooks, self.final_norm, final, c.num_layers, "final_norm", c.norm_eps)
         if self.lm_head is None:
             logits = jnp.einsum("bsd,vd->bsv", y, self.embed.embedding[...].astype(dtype), preferred_element_type=jnp.float32)

@@ -481,3 +481,13 @@ def test_cache_overflow_after_prefill_is_refused():
         model(jnp.zeros((1, 3), jnp.int32), cache=after_prefill)
     with pytest.raises(ValueError, match=r"cache: 2 new tokens at slot 7"):
         model(jnp.zeros((1, 2), jnp.int32), cache=after_prefill._replace(index=jnp.asarray(7, jnp.int32)))
+
+
+def test_last_logits_only_equals_the_last_row_of_the_full_logits():
+    model = CausalLM(LMConfig.tiny(), rngs=nnx.Rngs(3))
+    tokens = jnp.arange(14, dtype=jnp.int32).reshape(2, 7)
+    mask = jnp.ones((2, 7), bool).at[1, :2].set(False)
+    full = model(tokens, attention_mask=mask).logits
+    last = model(tokens, attention_mask=mask, last_logits_only=True).logits
+    assert last.shape == (2, 1, 256)
+    np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), atol=1e-6)
