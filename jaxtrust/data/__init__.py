@@ -16,3 +16,8 @@ __all__ = [
     "WordTokenizer",
     "collate",
 ]
+
+# The safety world (appended: SPF / zoo issue).
+from jaxtrust.data.safety_world import REFUSALS, SafetyWorld  # noqa: E402
+
+__all__ += ["REFUSALS", "SafetyWorld"]

@@ -59,3 +59,30 @@ __all__ = [
     "subspace_overlap",
     "top_singular_vectors",
 ]
+
+# Safety metrics (appended: SPF / zoo issue).
+from jaxtrust.safety.metrics import (  # noqa: E402
+    REFUSAL_KEYWORDS,
+    exact_match_accuracy,
+    harmful_score,
+    is_jailbroken,
+    is_refusal,
+    keyword_attack_success_rate,
+    keyword_refusal_rate,
+    over_refusal_rate,
+    refusal_rate,
+    safety_report,
+)
+
+__all__ += [
+    "REFUSAL_KEYWORDS",
+    "exact_match_accuracy",
+    "harmful_score",
+    "is_jailbroken",
+    "is_refusal",
+    "keyword_attack_success_rate",
+    "keyword_refusal_rate",
+    "over_refusal_rate",
+    "refusal_rate",
+    "safety_report",
+]
