@@ -61,6 +61,7 @@ __all__ = [
 FORMAT_VERSION = 1
 _MANIFEST = "MANIFEST.json"
 _KINDS = ("base", "aligned")
+_STEP_CACHE: dict[tuple, tuple] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,14 +290,23 @@ def _train(model, pool: dict[str, np.ndarray], *, steps: int, batch_size: int, l
     if steps == 0:
         return model, []
     warmup = min(warmup_steps, max(steps - 1, 0))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1), learning_rate * 0.05)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
-    graphdef, state = init_train_state(model, tx, seed=seed)
+    # One compiled step per recipe: rebuilding an entry (or another seed) re-uses it.
+    recipe = (model.config, pool["tokens"].shape[1], batch_size, steps, warmup, learning_rate, weight_decay)
+    if recipe not in _STEP_CACHE:
+        schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1), learning_rate * 0.05)
+        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
 
-    def loss_fn(model, batch, rng):
-        del rng
-        logits = model(batch["tokens"], attention_mask=batch["attention_mask"]).logits
-        return lm_loss(logits, batch["tokens"], batch["loss_mask"])
+        def loss_fn(model, batch, rng):
+            del rng
+            logits = model(batch["tokens"], attention_mask=batch["attention_mask"]).logits
+            return lm_loss(logits, batch["tokens"], batch["loss_mask"])
+
+        graphdef = nnx.split(model, nnx.Param, ...)[0]
+        if len(_STEP_CACHE) >= 8:
+            _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+        _STEP_CACHE[recipe] = (tx, make_train_step(graphdef, loss_fn, tx))
+    tx, train_step = _STEP_CACHE[recipe]
+    graphdef, state = init_train_state(model, tx, seed=seed)
 
     n = len(pool["tokens"])
     order_rng = np.random.default_rng([seed, 31])
@@ -307,7 +317,6 @@ def _train(model, pool: dict[str, np.ndarray], *, steps: int, batch_size: int, l
         rows = order[step * batch_size : (step + 1) * batch_size]
         return {k: v[rows] for k, v in pool.items()}
 
-    train_step = make_train_step(graphdef, loss_fn, tx)
     state, history = fit(graphdef, state, train_step, batches_fn, num_steps=steps, progress=False)
     return merge_model(graphdef, state), [float(h["loss"]) for h in history]
 
