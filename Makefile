@@ -53,8 +53,11 @@ test-fhe: $(STAMP_FHE)
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow and not fhe" $(PYTEST_ARGS) tests
 
+# Timed claims: each script prints a table and appends it to benchmarks/RESULTS.md.
 bench: $(STAMP)
 	$(PY) benchmarks/lm_throughput.py
+	$(PY) benchmarks/generation_throughput.py --n-prompts 40 --torch-prompts 40
+	$(PY) benchmarks/spf_basis.py
 
 info: $(STAMP)
 	$(VENV)/bin/jaxtrust info
