@@ -26,8 +26,6 @@
 import os
 import tempfile
 
-import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
