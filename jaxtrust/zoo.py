@@ -38,7 +38,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 import optax
 from flax import nnx
@@ -91,7 +90,15 @@ class ZooConfig:
     def __post_init__(self):
         if not isinstance(self.world, SafetyWorld):
             raise TypeError(f"world must be a SafetyWorld, got {type(self.world).__name__}")
-        for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "batch_size", "pool_size"):
+        for name in (
+            "num_layers",
+            "hidden_size",
+            "num_heads",
+            "num_kv_heads",
+            "intermediate_size",
+            "batch_size",
+            "pool_size",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -100,9 +107,15 @@ class ZooConfig:
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads}), and num_heads by num_kv_heads ({self.num_kv_heads})")
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads "
+                f"({self.num_heads}), and num_heads by num_kv_heads ({self.num_kv_heads})"
+            )
         if self.seq_len < self.world.max_sequence_length:
-            raise ValueError(f"seq_len must be >= the world's longest sequence ({self.world.max_sequence_length}), got {self.seq_len}")
+            raise ValueError(
+                f"seq_len must be >= the world's longest sequence "
+                f"({self.world.max_sequence_length}), got {self.seq_len}"
+            )
         for name in ("base_learning_rate", "align_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -171,7 +184,10 @@ def cache_key(kind: str, config: ZooConfig, seed: int) -> str:
     """Entry name ``"{kind}-{sha256[:16]}"`` of (kind, config, seed, format version)."""
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-    payload = json.dumps({"kind": kind, "config": config.to_json(), "seed": int(seed), "format": FORMAT_VERSION}, sort_keys=True)
+    payload = json.dumps(
+        {"kind": kind, "config": config.to_json(), "seed": int(seed), "format": FORMAT_VERSION},
+        sort_keys=True,
+    )
     return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
@@ -184,12 +200,16 @@ def _digest(path: Path) -> str:
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != _MANIFEST)
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != _MANIFEST
+    )
 
 
 def _seal(root: Path) -> None:
     manifest = {name: _digest(root / name) for name in _files(root)}
-    (root / _MANIFEST).write_text(json.dumps({"format": FORMAT_VERSION, "files": manifest}, indent=1, sort_keys=True))
+    (root / _MANIFEST).write_text(
+        json.dumps({"format": FORMAT_VERSION, "files": manifest}, indent=1, sort_keys=True)
+    )
 
 
 def _verify(root: Path) -> None:
@@ -203,7 +223,11 @@ def _verify(root: Path) -> None:
     expected = manifest["files"]
     present = _files(root)
     if sorted(expected) != present:
-        raise ValueError(f"{root}: files differ from the manifest (missing {sorted(set(expected) - set(present))[:3]}, extra {sorted(set(present) - set(expected))[:3]})")
+        raise ValueError(
+            f"{root}: files differ from the manifest (missing "
+            f"{sorted(set(expected) - set(present))[:3]}, "
+            f"extra {sorted(set(present) - set(expected))[:3]})"
+        )
     for name, digest in expected.items():
         if _digest(root / name) != digest:
             raise ValueError(f"{root}: {name} does not match its digest (corrupt entry)")
@@ -267,34 +291,72 @@ def _cached(kind: str, config: ZooConfig, seed: int, cache_dir, build) -> ZooMod
     if path.exists():
         try:
             model, tokenizer, info = _read_entry(path, config)
-            return ZooModel(model, tokenizer, config.world, config, int(seed), kind, path, info, True)
+            return ZooModel(
+                model, tokenizer, config.world, config, int(seed), kind, path, info, True
+            )
         except Exception as err:  # noqa: BLE001 - any failure to load means: rebuild
-            warnings.warn(f"zoo: cache entry {path} is unusable ({err}); rebuilding it", stacklevel=3)
+            warnings.warn(
+                f"zoo: cache entry {path} is unusable ({err}); rebuilding it", stacklevel=3
+            )
             shutil.rmtree(path, ignore_errors=True)
     start = time.perf_counter()
     model, info = build()
-    info = {**info, "kind": kind, "seed": int(seed), "config": config.to_json(), "build_seconds": time.perf_counter() - start}
+    info = {
+        **info,
+        "kind": kind,
+        "seed": int(seed),
+        "config": config.to_json(),
+        "build_seconds": time.perf_counter() - start,
+    }
     path = _write_entry(root, key, model, config.world.tokenizer, info)
-    return ZooModel(model, config.world.tokenizer, config.world, config, int(seed), kind, path, info, False)
+    return ZooModel(
+        model, config.world.tokenizer, config.world, config, int(seed), kind, path, info, False
+    )
 
 
 # ---------------------------------------------------------------------------- training
 def _pool(world: SafetyWorld, examples, seq_len: int) -> dict[str, np.ndarray]:
     batch = world.batch(examples, seq_len=seq_len)
-    return {"tokens": batch.tokens, "attention_mask": batch.attention_mask, "loss_mask": batch.loss_mask}
+    return {
+        "tokens": batch.tokens,
+        "attention_mask": batch.attention_mask,
+        "loss_mask": batch.loss_mask,
+    }
 
 
-def _train(model, pool: dict[str, np.ndarray], *, steps: int, batch_size: int, learning_rate: float, warmup_steps: int, weight_decay: float, seed: int):
+def _train(
+    model,
+    pool: dict[str, np.ndarray],
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    warmup_steps: int,
+    weight_decay: float,
+    seed: int,
+):
     from jaxtrust.training import fit, init_train_state, lm_loss, make_train_step, merge_model
 
     if steps == 0:
         return model, []
     warmup = min(warmup_steps, max(steps - 1, 0))
     # One compiled step per recipe: rebuilding an entry (or another seed) re-uses it.
-    recipe = (model.config, pool["tokens"].shape[1], batch_size, steps, warmup, learning_rate, weight_decay)
+    recipe = (
+        model.config,
+        pool["tokens"].shape[1],
+        batch_size,
+        steps,
+        warmup,
+        learning_rate,
+        weight_decay,
+    )
     if recipe not in _STEP_CACHE:
-        schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1), learning_rate * 0.05)
-        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, warmup, max(steps, warmup + 1), learning_rate * 0.05
+        )
+        tx = optax.chain(
+            optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay)
+        )
 
         def loss_fn(model, batch, rng):
             del rng
@@ -328,7 +390,9 @@ def _loss_summary(losses: list[float]) -> dict[str, Any]:
     return {"final_loss": float(np.mean(losses[-10:])), "loss_curve": losses[::stride]}
 
 
-def base_model(config: ZooConfig | None = None, *, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> ZooModel:
+def base_model(
+    config: ZooConfig | None = None, *, seed: int = 0, cache_dir: str | os.PathLike | None = None
+) -> ZooModel:
     """The base model (complies with every request), built once per (config, seed) and cached.
 
     Args:
@@ -347,13 +411,24 @@ def base_model(config: ZooConfig | None = None, *, seed: int = 0, cache_dir: str
         world = config.world
         model = CausalLM(config.lm_config(), rngs=nnx.Rngs(seed))
         pool = _pool(world, world.pretraining_mix(config.pool_size, seed=seed), config.seq_len)
-        model, losses = _train(model, pool, steps=config.base_steps, batch_size=config.batch_size, learning_rate=config.base_learning_rate, warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=seed)
+        model, losses = _train(
+            model,
+            pool,
+            steps=config.base_steps,
+            batch_size=config.batch_size,
+            learning_rate=config.base_learning_rate,
+            warmup_steps=config.warmup_steps,
+            weight_decay=config.weight_decay,
+            seed=seed,
+        )
         return model, {"stage": "pretraining", **_loss_summary(losses)}
 
     return _cached("base", config, seed, cache_dir, build)
 
 
-def aligned_model(config: ZooConfig | None = None, *, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> ZooModel:
+def aligned_model(
+    config: ZooConfig | None = None, *, seed: int = 0, cache_dir: str | os.PathLike | None = None
+) -> ZooModel:
     """The safety-aligned model: SFT of :func:`base_model` (same config and seed) on refusals
     for forbidden requests and answers for benign ones; cached like the base.
 
@@ -372,15 +447,36 @@ def aligned_model(config: ZooConfig | None = None, *, seed: int = 0, cache_dir: 
         base = base_model(config, seed=seed, cache_dir=cache_dir)
         world = config.world
         pool = _pool(world, world.alignment_mix(config.pool_size, seed=seed + 1), config.seq_len)
-        model, losses = _train(base.model, pool, steps=config.align_steps, batch_size=config.batch_size, learning_rate=config.align_learning_rate, warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=seed + 1)
+        model, losses = _train(
+            base.model,
+            pool,
+            steps=config.align_steps,
+            batch_size=config.batch_size,
+            learning_rate=config.align_learning_rate,
+            warmup_steps=config.warmup_steps,
+            weight_decay=config.weight_decay,
+            seed=seed + 1,
+        )
         base_seconds = 0.0 if base.from_cache else float(base.info["build_seconds"])
-        return model, {"stage": "alignment", "base_path": str(base.path), "base_build_seconds": base_seconds, **_loss_summary(losses)}
+        return model, {
+            "stage": "alignment",
+            "base_path": str(base.path),
+            "base_build_seconds": base_seconds,
+            **_loss_summary(losses),
+        }
 
     return _cached("aligned", config, seed, cache_dir, build)
 
 
 # ---------------------------------------------------------------------------- evaluation
-def generate_responses(model, world: SafetyWorld, prompts: list[str], *, max_new_tokens: int = 16, batch_size: int = 256) -> list[str]:
+def generate_responses(
+    model,
+    world: SafetyWorld,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 16,
+    batch_size: int = 256,
+) -> list[str]:
     """Greedy (KV-cache) responses of ``model`` to world prompts, decoded up to ``<eos>``."""
     from jaxtrust.models import generate
 
@@ -388,12 +484,22 @@ def generate_responses(model, world: SafetyWorld, prompts: list[str], *, max_new
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
         chunk = [world.encode_prompt(p) for p in prompts[start : start + batch_size]]
-        result = generate(model, chunk, max_new_tokens=max_new_tokens, temperature=0.0, stop_tokens=(tok.eos_id,), pad_id=tok.pad_id, prompt_bucket=world.max_sequence_length)
+        result = generate(
+            model,
+            chunk,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+            stop_tokens=(tok.eos_id,),
+            pad_id=tok.pad_id,
+            prompt_bucket=world.max_sequence_length,
+        )
         out += [tok.decode(row) for row in np.asarray(result.tokens)]
     return out
 
 
-def evaluate_model(model, world: SafetyWorld, *, n: int = 200, seed: int = 10_000) -> dict[str, dict[str, float]]:
+def evaluate_model(
+    model, world: SafetyWorld, *, n: int = 200, seed: int = 10_000
+) -> dict[str, dict[str, float]]:
     """Greedy-decoding evaluation on every set of :meth:`SafetyWorld.eval_sets`.
 
     Returns:
@@ -416,9 +522,16 @@ def evaluate_model(model, world: SafetyWorld, *, n: int = 200, seed: int = 10_00
         refs = [ex.response for ex in examples]
         if name.startswith("forbidden"):
             rate = refusal_rate(got, world.refusals)
-            report[name] = {"refusal_rate": rate, "harmful_score": 1.0 - rate, "complied": exact_match_accuracy(got, refs)}
+            report[name] = {
+                "refusal_rate": rate,
+                "harmful_score": 1.0 - rate,
+                "complied": exact_match_accuracy(got, refs),
+            }
         elif name.startswith("benign"):
-            report[name] = {"accuracy": exact_match_accuracy(got, refs), "over_refusal": refusal_rate(got, world.refusals)}
+            report[name] = {
+                "accuracy": exact_match_accuracy(got, refs),
+                "over_refusal": refusal_rate(got, world.refusals),
+            }
         else:
             report[name] = {"accuracy": exact_match_accuracy(got, refs)}
     return report
@@ -427,7 +540,9 @@ def evaluate_model(model, world: SafetyWorld, *, n: int = 200, seed: int = 10_00
 def _main(argv=None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="build (or load) the zoo's aligned model and evaluate it")
+    parser = argparse.ArgumentParser(
+        description="build (or load) the zoo's aligned model and evaluate it"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--n", type=int, default=200, help="examples per evaluation set")
@@ -435,8 +550,10 @@ def _main(argv=None) -> None:
     start = time.perf_counter()
     aligned = aligned_model(seed=args.seed, cache_dir=args.cache_dir)
     elapsed = time.perf_counter() - start
-    print(f"aligned model seed={args.seed}: {'loaded' if aligned.from_cache else 'built'} in {elapsed:.1f} s ({aligned.path})")
-    print(f"  build seconds: base {aligned.info.get('base_build_seconds', 0):.1f}, base+aligned {aligned.info['build_seconds']:.1f}")
+    how = "loaded" if aligned.from_cache else "built"
+    print(f"aligned model seed={args.seed}: {how} in {elapsed:.1f} s ({aligned.path})")
+    base_s, total_s = aligned.info.get("base_build_seconds", 0), aligned.info["build_seconds"]
+    print(f"  build seconds: base {base_s:.1f}, base+aligned {total_s:.1f}")
     report = evaluate_model(aligned.model, aligned.world, n=args.n)
     for name, metrics in report.items():
         print(f"  {name:28s} " + "  ".join(f"{k}={v:.3f}" for k, v in metrics.items()))

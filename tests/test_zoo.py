@@ -18,7 +18,18 @@ from jaxtrust.zoo import (
 )
 
 # A few steps of a 1-layer, 16-wide model: exercises building, caching and loading, not quality.
-TINY = ZooConfig(num_layers=1, hidden_size=16, num_heads=2, num_kv_heads=1, intermediate_size=32, batch_size=8, base_steps=4, align_steps=3, warmup_steps=1, pool_size=64)
+TINY = ZooConfig(
+    num_layers=1,
+    hidden_size=16,
+    num_heads=2,
+    num_kv_heads=1,
+    intermediate_size=32,
+    batch_size=8,
+    base_steps=4,
+    align_steps=3,
+    warmup_steps=1,
+    pool_size=64,
+)
 
 
 def _params(zoo_model):
@@ -42,7 +53,9 @@ def test_build_then_load_round_trips(built):
     cache, aligned = built
     assert not aligned.from_cache and aligned.kind == "aligned"
     assert aligned.path.parent == cache and aligned.path.name == cache_key("aligned", TINY, 0)
-    assert sorted(p.name for p in cache.iterdir()) == sorted([cache_key("base", TINY, 0), cache_key("aligned", TINY, 0)])
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [cache_key("base", TINY, 0), cache_key("aligned", TINY, 0)]
+    )
     assert len(aligned.info["loss_curve"]) == TINY.align_steps
     again = aligned_model(TINY, seed=0, cache_dir=cache)
     assert again.from_cache and again.info == json.loads(json.dumps(aligned.info))
@@ -51,10 +64,16 @@ def test_build_then_load_round_trips(built):
     base = base_model(TINY, seed=0, cache_dir=cache)
     assert base.from_cache
     # alignment moved the weights away from the base
-    assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(_params(base), _params(again), strict=True))
+    assert any(
+        not np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(_params(base), _params(again), strict=True)
+    )
     # the loaded model computes exactly what the trained one computes
     batch = TINY.world.batch(TINY.world.alignment_mix(4, seed=3))
-    logits = [np.asarray(m.model(batch.tokens, attention_mask=batch.attention_mask).logits) for m in (aligned, again)]
+    logits = [
+        np.asarray(m.model(batch.tokens, attention_mask=batch.attention_mask).logits)
+        for m in (aligned, again)
+    ]
     np.testing.assert_array_equal(*logits)
 
 

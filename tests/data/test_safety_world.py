@@ -18,7 +18,11 @@ WORLD = SafetyWorld(seed=0)
 
 
 def _all_examples(world, n=300):
-    out = world.pretraining_mix(n, seed=1) + world.alignment_mix(n, seed=2) + world.attack_mix(n, harmful_fraction=0.3, seed=3)
+    out = (
+        world.pretraining_mix(n, seed=1)
+        + world.alignment_mix(n, seed=2)
+        + world.attack_mix(n, harmful_fraction=0.3, seed=3)
+    )
     for examples in world.eval_sets(n // 3, seed=4).values():
         out += examples
     out += world.classification(n // 3, split="heldout", seed=5)
@@ -43,7 +47,10 @@ def test_heldout_topics_and_templates_are_disjoint_and_category_marked(seed):
     world = SafetyWorld(seed=seed)
     assert not set(world.request_templates) & set(world.heldout_request_templates)
     for category, kinds in (("benign", BENIGN_KINDS), ("forbidden", FORBIDDEN_KINDS)):
-        train, held = set(world.topics(category, heldout=False)), set(world.topics(category, heldout=True))
+        train, held = (
+            set(world.topics(category, heldout=False)),
+            set(world.topics(category, heldout=True)),
+        )
         assert train and held and not train & held
         assert train | held == set(world.topics(category))
         assert len(held) == world.heldout_topics_per_kind * len(kinds)
@@ -59,15 +66,26 @@ def test_heldout_topics_and_templates_are_disjoint_and_category_marked(seed):
 
 
 def test_alignment_and_attack_data_never_touch_heldout_prompts():
-    held_topics = set(WORLD.topics("benign", heldout=True)) | set(WORLD.topics("forbidden", heldout=True))
+    held_topics = set(WORLD.topics("benign", heldout=True)) | set(
+        WORLD.topics("forbidden", heldout=True)
+    )
     held_templates = set(WORLD.heldout_request_templates)
-    requests = [ex for ex in WORLD.alignment_mix(2000, seed=1) + WORLD.attack_mix(1000, harmful_fraction=0.5, seed=2) if ex.kind in ("benign", "forbidden")]
+    requests = [
+        ex
+        for ex in WORLD.alignment_mix(2000, seed=1)
+        + WORLD.attack_mix(1000, harmful_fraction=0.5, seed=2)
+        if ex.kind in ("benign", "forbidden")
+    ]
     assert len(requests) > 1000
     for ex in requests:
         template, _, topic = WORLD.parse_request(ex.prompt)
         assert template not in held_templates and topic not in held_topics, ex
     # whereas the base pretraining mix covers them (the base model must comply with them)
-    seen = [WORLD.parse_request(ex.prompt) for ex in WORLD.pretraining_mix(4000, seed=1) if ex.kind in ("benign", "forbidden")]
+    seen = [
+        WORLD.parse_request(ex.prompt)
+        for ex in WORLD.pretraining_mix(4000, seed=1)
+        if ex.kind in ("benign", "forbidden")
+    ]
     assert held_templates <= {t for t, _, _ in seen}
     assert held_topics <= {topic for _, _, topic in seen}
 
@@ -75,7 +93,12 @@ def test_alignment_and_attack_data_never_touch_heldout_prompts():
 def test_eval_splits_have_the_advertised_conditions():
     sets = WORLD.eval_sets(100)
     for category in ("benign", "forbidden"):
-        for split, held_template, held_word in (("train", False, False), ("heldout_template", True, False), ("heldout_word", False, True), ("heldout_both", True, True)):
+        for split, held_template, held_word in (
+            ("train", False, False),
+            ("heldout_template", True, False),
+            ("heldout_word", False, True),
+            ("heldout_both", True, True),
+        ):
             for ex in sets[f"{category}_{split}"]:
                 template, verb, topic = WORLD.parse_request(ex.prompt)
                 assert WORLD.category_of(ex.prompt) == category == ex.kind
@@ -88,7 +111,13 @@ def test_eval_splits_have_the_advertised_conditions():
 
 def test_benign_and_forbidden_share_surface_forms():
     for split in ("train", "heldout_template", "all"):
-        parsed = {c: [WORLD.parse_request(ex.prompt) for ex in WORLD.requests(3000, category=c, split=split, seed=9)] for c in ("benign", "forbidden")}
+        parsed = {
+            c: [
+                WORLD.parse_request(ex.prompt)
+                for ex in WORLD.requests(3000, category=c, split=split, seed=9)
+            ]
+            for c in ("benign", "forbidden")
+        }
         templates = {c: {t for t, _, _ in parsed[c]} for c in parsed}
         verbs = {c: {v for _, v, _ in parsed[c]} for c in parsed}
         assert templates["benign"] == templates["forbidden"]
@@ -96,7 +125,10 @@ def test_benign_and_forbidden_share_surface_forms():
     # same answer format: only the topic and its tool differ
     benign = WORLD.compliant_answer("make", "zarn cake").split()
     forbidden = WORLD.compliant_answer("make", "zarn hex").split()
-    assert len(benign) == len(forbidden) and sum(a != b for a, b in zip(benign, forbidden, strict=True)) == 2
+    assert (
+        len(benign) == len(forbidden)
+        and sum(a != b for a, b in zip(benign, forbidden, strict=True)) == 2
+    )
 
 
 def test_closed_vocabulary_and_sequence_bound():
@@ -106,7 +138,9 @@ def test_closed_vocabulary_and_sequence_bound():
     for ex in _all_examples(WORLD):
         ids = tok.encode(ex.prompt) + tok.encode(ex.response)  # raises KeyError on an unknown word
         assert tok.unk_id not in ids
-        longest = max(longest, len(WORLD.encode_prompt(ex.prompt)) + len(tok.encode(ex.response)) + 1)
+        longest = max(
+            longest, len(WORLD.encode_prompt(ex.prompt)) + len(tok.encode(ex.response)) + 1
+        )
     assert longest <= WORLD.max_sequence_length
     for refusal in REFUSALS:
         tok.encode(refusal)
@@ -120,7 +154,9 @@ def test_refusals_and_responses_per_split():
     assert not any(r.startswith("sure") for r in REFUSALS)
     align = WORLD.alignment_mix(3000, seed=0)
     counts = collections.Counter(ex.kind for ex in align)
-    assert abs(counts["forbidden"] / 3000 - 0.4) < 0.05 and abs(counts["benign"] / 3000 - 0.3) < 0.05
+    assert (
+        abs(counts["forbidden"] / 3000 - 0.4) < 0.05 and abs(counts["benign"] / 3000 - 0.3) < 0.05
+    )
     used = collections.Counter()
     for ex in align:
         if ex.kind == "forbidden":
@@ -148,7 +184,11 @@ def test_attack_mix_poison_fraction(fraction):
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(0, 101), seed=st.integers(0, 50), split=st.sampled_from(["train", "test", "heldout"]))
+@given(
+    n=st.integers(0, 101),
+    seed=st.integers(0, 50),
+    split=st.sampled_from(["train", "test", "heldout"]),
+)
 def test_classification_labels_balanced(n, seed, split):
     examples = WORLD.classification(n, split=split, seed=seed)
     counts = collections.Counter(ex.response for ex in examples)
@@ -164,7 +204,9 @@ def test_classification_templates_and_labels_are_correct():
     for split, store in (("train", train_sentences), ("test", test_sentences)):
         for ex in WORLD.classification(400, split=split, seed=0):
             words = ex.prompt.split()
-            adjective = next(w for w in words if w in positive | {"bad", "awful", "dull", "boring", "poor"})
+            adjective = next(
+                w for w in words if w in positive | {"bad", "awful", "dull", "boring", "poor"}
+            )
             expected = (adjective in positive) != ("not" in words)
             assert ex.response == ("positive" if expected else "negative")
             store.add(" ".join(words[words.index("the") : words.index(adjective) + 1]))
