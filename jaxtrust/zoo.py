@@ -38,6 +38,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import optax
 from flax import nnx
@@ -277,6 +278,10 @@ def _read_entry(path: Path, config: ZooConfig):
     abstract = _abstract_model(config)
     graphdef, abstract_state = nnx.split(abstract)
     state = load_pytree(path / "params", abstract_state)
+    # orbax returns arrays committed to a device; a freshly trained model's are uncommitted.
+    # Matching them lets jitted functions (train steps, generation) serve both without a
+    # recompile.
+    state = jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)), state)
     return nnx.merge(graphdef, state), tokenizer, info
 
 
@@ -294,7 +299,9 @@ def _cached(kind: str, config: ZooConfig, seed: int, cache_dir, build) -> ZooMod
             return ZooModel(
                 model, tokenizer, config.world, config, int(seed), kind, path, info, True
             )
-        except Exception as err:  # noqa: BLE001 - any failure to load means: rebuild
+        # Digests are checked before anything is read, so these are what a damaged entry
+        # raises; programming errors (NameError, TypeError) propagate.
+        except (ValueError, KeyError, OSError, RuntimeError, json.JSONDecodeError) as err:
             warnings.warn(
                 f"zoo: cache entry {path} is unusable ({err}); rebuilding it", stacklevel=3
             )

@@ -18,6 +18,7 @@ from jaxtrust.zoo import (
 )
 
 # A few steps of a 1-layer, 16-wide model: exercises building, caching and loading, not quality.
+# Both stages share one recipe, hence one compiled train step.
 TINY = ZooConfig(
     num_layers=1,
     hidden_size=16,
@@ -25,8 +26,9 @@ TINY = ZooConfig(
     num_kv_heads=1,
     intermediate_size=32,
     batch_size=8,
-    base_steps=4,
+    base_steps=3,
     align_steps=3,
+    base_learning_rate=1e-3,
     warmup_steps=1,
     pool_size=64,
 )
