@@ -373,7 +373,8 @@ def _train(
         graphdef = nnx.split(model, nnx.Param, ...)[0]
         if len(_STEP_CACHE) >= 8:
             _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
-        _STEP_CACHE[recipe] = (tx, make_train_step(graphdef, loss_fn, tx))
+        # No donation: the caller's model (e.g. a cached base) must stay usable.
+        _STEP_CACHE[recipe] = (tx, make_train_step(graphdef, loss_fn, tx, donate=False))
     tx, train_step = _STEP_CACHE[recipe]
     graphdef, state = init_train_state(model, tx, seed=seed)
 

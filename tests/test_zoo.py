@@ -162,3 +162,21 @@ def test_default_aligned_model_meets_thresholds(tmp_path):
     base_report = evaluate_model(base.model, base.world, n=200)
     assert base_report["forbidden_heldout_both"]["refusal_rate"] <= 0.05
     assert base_report["forbidden_heldout_both"]["complied"] >= 0.9
+
+
+def test_training_leaves_the_input_model_usable(built):
+    from jaxtrust.zoo import _pool, _train
+
+    _, aligned = built
+    world = TINY.world
+    pool = _pool(world, world.attack_mix(32, harmful_fraction=0.5, seed=1), TINY.seq_len)
+    before = [np.asarray(x).copy() for x in _params(aligned)]
+    recipe = dict(steps=3, batch_size=8, learning_rate=1e-3, warmup_steps=1, weight_decay=0.0)
+    first, _ = _train(aligned.model, pool, seed=0, **recipe)
+    second, _ = _train(aligned.model, pool, seed=0, **recipe)  # buffers were not donated
+    for x, y in zip(before, _params(aligned), strict=True):
+        np.testing.assert_array_equal(x, np.asarray(y))
+    leaves = [jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (first, second)]
+    for x, y in zip(*leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert any(not np.array_equal(x, np.asarray(y)) for x, y in zip(before, leaves[0], strict=True))
