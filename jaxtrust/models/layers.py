@@ -34,7 +34,11 @@ class Linear(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: Float[Array, "... din"]) -> Float[Array, "... dout"]:
-        y = jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        # A 2-D matmul (rows = every leading position) keeps the backward's weight-gradient a
+        # plain [in, rows] x [rows, out] product, which XLA:CPU runs much faster than a dot
+        # contracting several batch axes.
+        kernel = self.kernel[...].astype(self.dtype)
+        y = (x.astype(self.dtype).reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
         if self.bias is not None:
             y = y + expand_to(self.bias[...].astype(self.dtype), y.ndim)
         return y

@@ -260,7 +260,9 @@ class CausalLM(nnx.Module):
             final = final[:, -1:]
         y = _norm(hooks, self.final_norm, final, c.num_layers, "final_norm", c.norm_eps)
         if self.lm_head is None:
-            logits = jnp.einsum("bsd,vd->bsv", y, self.embed.embedding[...].astype(dtype), preferred_element_type=jnp.float32)
+            embedding = self.embed.embedding[...].astype(dtype)
+            rows = y.reshape(-1, y.shape[-1])  # 2-D matmul: see Linear
+            logits = jnp.matmul(rows, embedding.T, preferred_element_type=jnp.float32).reshape(*y.shape[:-1], -1)
         else:
             logits = self.lm_head(y)
         new_cache = None if cache is None else KVCache(new_k, new_v, key_valid, index + s)
