@@ -125,20 +125,14 @@ class ZooConfig:
         from jaxtrust.models import LMConfig
 
         tok = self.world.tokenizer
-        return LMConfig(
-            arch="llama",
-            vocab_size=tok.vocab_size,
+        return LMConfig.for_tokenizer(
+            tok,
             hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
             num_layers=self.num_layers,
             num_heads=self.num_heads,
             num_kv_heads=self.num_kv_heads,
-            head_dim=self.hidden_size // self.num_heads,
             max_position_embeddings=max(64, self.seq_len + 16),
-            tie_word_embeddings=True,
-            bos_token_id=tok.bos_id,
-            eos_token_id=(tok.eos_id,),
-            pad_token_id=tok.pad_id,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -44,7 +44,7 @@ PRESETS = {
 }
 
 
-def _exact_match(model, tokenizer, world, examples, seq_len) -> float:
+def _exact_match(model, tokenizer, world, examples) -> float:
     from jaxtrust.models.generation import generate
 
     prompts = [[tokenizer.bos_id] + tokenizer.encode(ex.prompt) + [tokenizer.sep_id] for ex in examples]
@@ -65,20 +65,14 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
 
     world = ArithmeticWorld(max_operand=config.max_operand, seed=ctx.seed)
     tok = world.tokenizer
-    model_config = LMConfig(
-        arch="llama",
-        vocab_size=tok.vocab_size,
+    model_config = LMConfig.for_tokenizer(
+        tok,
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
         num_layers=config.num_layers,
         num_heads=config.num_heads,
         num_kv_heads=config.num_kv_heads,
-        head_dim=config.hidden_size // config.num_heads,
         max_position_embeddings=64,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_id,
-        eos_token_id=(tok.eos_id,),
-        pad_token_id=tok.pad_id,
     )
     model = CausalLM(model_config, rngs=nnx.Rngs(ctx.seed))
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps, config.steps, config.learning_rate * 0.05)
@@ -109,7 +103,7 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
     results = {}
     for split in ("train", "test", "heldout"):
         examples = world.sample(config.eval_examples, split=split, seed=10_000 + ctx.seed)
-        results[split] = _exact_match(trained, tok, world, examples, config.seq_len)
+        results[split] = _exact_match(trained, tok, world, examples)
     losses = np.array([float(h["loss"]) for h in history])
 
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -294,6 +294,17 @@ class LMConfig:
         return cls(**base)
 
     @classmethod
+    def for_tokenizer(cls, tokenizer: Any, *, hidden_size: int, intermediate_size: int, num_layers: int, num_heads: int, num_kv_heads: int, max_position_embeddings: int = 512) -> LMConfig:
+        """A small tied-embedding Llama for an in-house world's tokenizer.
+
+        ``tokenizer`` needs ``vocab_size``, ``bos_id``, ``eos_id`` and ``pad_id`` (e.g.
+        :class:`jaxtrust.data.WordTokenizer`); ``head_dim = hidden_size // num_heads``.
+        """
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})")
+        return cls(arch="llama", vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=hidden_size // num_heads, max_position_embeddings=max_position_embeddings, tie_word_embeddings=True, bos_token_id=tokenizer.bos_id, eos_token_id=(tokenizer.eos_id,), pad_token_id=tokenizer.pad_id, model_type="llama")
+
+    @classmethod
     def smollm2_135m(cls) -> LMConfig:
         """SmolLM2-135M(-Instruct): 30 layers, d=576, GQA 9/3, SwiGLU 1536, RoPE theta 1e5, tied."""
         return cls(arch="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, max_position_embeddings=8192, norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=(2,), pad_token_id=2, model_type="llama")
