@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/lm_throughput.py
 	$(PY) benchmarks/generation_throughput.py --n-prompts 40 --torch-prompts 40
 	$(PY) benchmarks/spf_basis.py
+	$(PY) benchmarks/train_step_profile.py
 
 info: $(STAMP)
 	$(VENV)/bin/jaxtrust info
