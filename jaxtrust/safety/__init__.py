@@ -1,5 +1,6 @@
 """Safety: safety-preserving fine-tuning (SPF), one-shot safety recovery and the
-activation-approximation safety audit. (Methods land here with their issues.)"""
+activation-approximation safety audit. The SPF transform, its subspace and geometry tools, and
+safety metrics are here; the other methods land with their issues."""
 
 from jaxtrust.safety._geometry import (
     basis_overlap_table,
@@ -28,6 +29,18 @@ from jaxtrust.safety._subspace import (
     project_pcgrad,
     rank_for_ratio,
     subspace_coefficients,
+)
+from jaxtrust.safety.metrics import (
+    REFUSAL_KEYWORDS,
+    exact_match_accuracy,
+    harmful_score,
+    is_jailbroken,
+    is_refusal,
+    keyword_attack_success_rate,
+    keyword_refusal_rate,
+    over_refusal_rate,
+    refusal_rate,
+    safety_report,
 )
 
 __all__ = [
@@ -59,20 +72,6 @@ __all__ = [
     "subspace_overlap",
     "top_singular_vectors",
 ]
-
-# Safety metrics (appended: SPF / zoo issue).
-from jaxtrust.safety.metrics import (  # noqa: E402
-    REFUSAL_KEYWORDS,
-    exact_match_accuracy,
-    harmful_score,
-    is_jailbroken,
-    is_refusal,
-    keyword_attack_success_rate,
-    keyword_refusal_rate,
-    over_refusal_rate,
-    refusal_rate,
-    safety_report,
-)
 
 __all__ += [
     "REFUSAL_KEYWORDS",
