@@ -15,9 +15,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# Modules that register experiments when imported. A method's issue adds its module here; the
-# registry imports them lazily so that `jaxtrust --help` stays fast.
-EXPERIMENT_MODULES: tuple[str, ...] = ("jaxtrust.experiments.lm",)
+
+
+def _discover_experiment_modules() -> tuple[str, ...]:
+    """Every public module of this package except the registry registers experiments.
+
+    A method's issue adds its module to ``jaxtrust/experiments/`` and nothing else: no shared list
+    to edit. Modules are imported lazily (see ``_load_all``) so that ``jaxtrust --help`` stays fast.
+    """
+    package_dir = Path(__file__).parent
+    names = sorted(p.stem for p in package_dir.glob("*.py") if not p.stem.startswith("_") and p.stem != "registry")
+    return tuple(f"jaxtrust.experiments.{name}" for name in names)
+
+
+EXPERIMENT_MODULES: tuple[str, ...] = _discover_experiment_modules()
 
 PRESETS = ("quick", "full")
 
