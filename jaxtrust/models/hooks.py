@@ -11,6 +11,7 @@ Sites, in the order a block calls them::
 
     norm(x, scale, bias, layer, kind, eps)  kind: "attn_norm" | "mlp_norm" | "final_norm" | "q_norm" | "k_norm"
     softmax(scores, mask, layer)        attention probabilities from masked fp32 scores
+    attn_context(x, layer)              merged attention heads = input of o_proj
     attn_output(x, layer)               attention output after o_proj
     mlp_gate(x, layer), mlp_up(x, layer)  pre-activation gate / up projections
     activation(x, layer)                the MLP nonlinearity
@@ -76,6 +77,9 @@ class ModelHooks:
         return x
 
     def mlp_hidden(self, x: Array, layer: Int[Array, ""] | int) -> Array:
+        return x
+
+    def attn_context(self, x: Array, layer: Int[Array, ""] | int) -> Array:
         return x
 
     def attn_output(self, x: Array, layer: Int[Array, ""] | int) -> Array:

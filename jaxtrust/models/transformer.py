@@ -111,7 +111,7 @@ def _attention(block: Block, h, layer, *, config: LMConfig, hooks: ModelHooks, p
     out = jnp.einsum("bkgst,btkd->bskgd", probs.astype(dtype), v)
     if head_mask is not None:
         out = out * head_mask.reshape(kv, group)[None, None, :, :, None].astype(out.dtype)
-    out = attn.o_proj(out.reshape(b, s, nh * hd))
+    out = attn.o_proj(hooks.attn_context(out.reshape(b, s, nh * hd), layer))
     return hooks.attn_output(out, layer), cache_k, cache_v
 
 

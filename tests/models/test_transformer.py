@@ -324,6 +324,23 @@ def test_layer_dependent_hook_changes_only_later_layers(models, batch):
     np.testing.assert_allclose(_real(logits, mask), _real(ref, mask), atol=2e-4, rtol=1e-4)
 
 
+@dataclasses.dataclass(frozen=True)
+class HalveContext(ModelHooks):
+    def attn_context(self, x, layer):
+        return 0.5 * x
+
+
+def test_attn_context_hook_acts_on_the_o_proj_input(models, batch):
+    # o_proj is linear and bias-free, so halving its input equals a head mask of 0.5 everywhere.
+    model, (tokens, mask) = models["llama"], batch
+    c = model.config
+    logits, _ = forward(model, tokens, mask, hooks=HalveContext())
+    masked = model(tokens, attention_mask=mask, head_mask=jnp.full((c.num_layers, c.num_heads), 0.5)).logits
+    plain, _ = forward(model, tokens, mask)
+    assert np.abs(_real(logits, mask) - _real(plain, mask)).max() > 1e-3
+    np.testing.assert_allclose(_real(logits, mask), _real(np.asarray(masked), mask), atol=1e-5, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------- dtypes
 def test_bfloat16_forward_is_close_to_float32(models, batch):
     model, (tokens, mask) = models["llama"], batch
