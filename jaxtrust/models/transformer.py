@@ -28,7 +28,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from jaxtrust.models.cache import KVCache
 from jaxtrust.models.config import LMConfig
@@ -168,13 +168,13 @@ class CausalLM(nnx.Module):
 
     def __call__(
         self,
-        tokens: Int[Array, "batch seq"],
+        tokens: Int[ArrayLike, "batch seq"],
         *,
-        positions: Int[Array, "batch seq"] | None = None,
-        attention_mask: Bool[Array, "batch seq"] | None = None,
+        positions: Int[ArrayLike, "batch seq"] | None = None,
+        attention_mask: Bool[ArrayLike, "batch seq"] | None = None,
         cache: KVCache | None = None,
-        head_mask: Float[Array, "layers heads"] | None = None,
-        ffn_mask: Float[Array, "layers ffn"] | None = None,
+        head_mask: Float[ArrayLike, "layers heads"] | None = None,
+        ffn_mask: Float[ArrayLike, "layers ffn"] | None = None,
         hooks: ModelHooks | None = None,
         output_hidden_states: bool = False,
         last_logits_only: bool = False,

@@ -29,7 +29,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import ArrayLike, Float
 
 from jaxtrust.safety._spf import _flatten, _leaf_is_stacked, _matrix_shape
 from jaxtrust.safety._subspace import explained_ratio_curve, rank_for_ratio
@@ -68,7 +68,7 @@ def matrices(
     return out
 
 
-def effective_rank(s: Float[Array, " r"]) -> float:
+def effective_rank(s: Float[ArrayLike, " r"]) -> float:
     """Entropy effective rank ``exp(H(p))``, ``p_i = s_i / sum_j s_j`` (1 <= erank <= r).
 
     Returns 0.0 for an all-zero spectrum.
@@ -159,7 +159,7 @@ def gradient_cosine(a: Any, b: Any) -> tuple[float, dict[str, float]]:
     return glob, per_leaf
 
 
-def subspace_overlap(u_a: Float[Array, "n ka"], u_b: Float[Array, "n kb"]) -> float:
+def subspace_overlap(u_a: Float[ArrayLike, "n ka"], u_b: Float[ArrayLike, "n kb"]) -> float:
     """Mean squared cosine of the principal angles between ``span(u_a)`` and ``span(u_b)``.
 
     ``phi = ||U_a^T U_b||_F^2 / min(k_a, k_b) = mean_i cos^2(theta_i)`` for orthonormal

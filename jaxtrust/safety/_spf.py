@@ -363,7 +363,7 @@ def spf(
             bases=empty_bases(plans),
         )
 
-    def basis_of_matrix(g2d: jax.Array, p: _Plan) -> SubspaceBasis:
+    def basis_of_matrix(g2d: Any, p: _Plan) -> SubspaceBasis:
         return compute_basis(
             g2d,
             p.k,
@@ -372,7 +372,7 @@ def spf(
             seed=seed,
         )
 
-    def basis_of_leaf(p: _Plan, grad_leaf: jax.Array | None, factors: Any) -> SubspaceBasis:
+    def basis_of_leaf(p: _Plan, grad_leaf: Any, factors: Any) -> SubspaceBasis:
         if factors is not None:
             x, gy = factors
             fn = functools.partial(basis_from_factors, k=p.k, explained_ratio=explained_ratio)
@@ -382,7 +382,7 @@ def spf(
             return jax.vmap(lambda g: basis_of_matrix(g, p))(mats)
         return basis_of_matrix(grad_leaf.reshape(p.m, p.n), p)
 
-    def project_leaf(leaf: jax.Array, b: SubspaceBasis, p: _Plan) -> jax.Array:
+    def project_leaf(leaf: Any, b: SubspaceBasis, p: _Plan) -> jax.Array:
         if p.stacked:
             mats = leaf.reshape(p.shape[0], p.m, p.n)
             out = jax.vmap(lambda g, bb: project(g, bb, mode))(mats, b)

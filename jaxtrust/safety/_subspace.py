@@ -35,7 +35,7 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import ArrayLike, Float
 
 BasisMethod = Literal["auto", "svd", "gram", "randomized"]
 ProjectionMode = Literal["conflict", "pcgrad", "null", "block"]
@@ -57,9 +57,9 @@ class SubspaceBasis(NamedTuple):
         v: right singular vectors, ``[..., n, k]``.
     """
 
-    u: Float[Array, "... m k"]
-    s: Float[Array, "... k"]
-    v: Float[Array, "... n k"]
+    u: Float[ArrayLike, "... m k"]
+    s: Float[ArrayLike, "... k"]
+    v: Float[ArrayLike, "... n k"]
 
 
 def empty_basis(m: int, n: int, k: int, dtype=jnp.float32) -> SubspaceBasis:
@@ -67,7 +67,7 @@ def empty_basis(m: int, n: int, k: int, dtype=jnp.float32) -> SubspaceBasis:
     return SubspaceBasis(jnp.zeros((m, k), dtype), jnp.zeros((k,), dtype), jnp.zeros((n, k), dtype))
 
 
-def explained_ratio_curve(s: Float[Array, "... r"]) -> Float[Array, "... r"]:
+def explained_ratio_curve(s: Float[ArrayLike, "... r"]) -> Float[ArrayLike, "... r"]:
     """Cumulative explained ratio ``CER(k) = sum_{i<=k} s_i^2 / sum_i s_i^2`` for k = 1..r.
 
     ``s`` must be sorted descending; an all-zero spectrum gives all ones (nothing to explain).
@@ -78,7 +78,7 @@ def explained_ratio_curve(s: Float[Array, "... r"]) -> Float[Array, "... r"]:
     return jnp.where(total > 0, cumulative / jnp.where(total > 0, total, 1.0), 1.0)
 
 
-def rank_for_ratio(s: Float[Array, "... r"], ratio: float) -> jax.Array:
+def rank_for_ratio(s: Float[ArrayLike, "... r"], ratio: float) -> jax.Array:
     """Smallest ``k`` with ``CER(k) >= ratio`` (an int array; 0 for an all-zero spectrum)."""
     cer = explained_ratio_curve(s)
     # A small slack so that ratio=1.0 is reachable despite float32 rounding of the cumsum.
@@ -87,7 +87,7 @@ def rank_for_ratio(s: Float[Array, "... r"], ratio: float) -> jax.Array:
     return jnp.where(nonzero, jnp.minimum(k, s.shape[-1]), 0)
 
 
-def _numerical_rank_mask(s: Float[Array, " r"], rtol: float) -> jax.Array:
+def _numerical_rank_mask(s: Float[ArrayLike, " r"], rtol: float) -> jax.Array:
     """True for singular values above ``rtol * s_1`` (and strictly positive)."""
     return (s > rtol * jnp.max(s, initial=0.0)) & (s > 0)
 
@@ -163,7 +163,7 @@ def choose_basis_method(shape: tuple[int, int], k: int, method: BasisMethod = "a
 
 
 def basis_svd(
-    g: Float[Array, "m n"], k: int, *, explained_ratio: float | None = None
+    g: Float[ArrayLike, "m n"], k: int, *, explained_ratio: float | None = None
 ) -> SubspaceBasis:
     """Top-k basis from the full thin SVD (the reference estimator).
 
@@ -189,7 +189,7 @@ def basis_svd(
 
 
 def basis_gram(
-    g: Float[Array, "m n"], k: int, *, explained_ratio: float | None = None
+    g: Float[ArrayLike, "m n"], k: int, *, explained_ratio: float | None = None
 ) -> SubspaceBasis:
     """Top-k basis from the eigen-decomposition of the Gram matrix of the smaller side.
 
@@ -222,7 +222,7 @@ def basis_gram(
 
 
 def basis_randomized(
-    g: Float[Array, "m n"],
+    g: Float[ArrayLike, "m n"],
     k: int,
     *,
     explained_ratio: float | None = None,
@@ -258,8 +258,8 @@ def basis_randomized(
 
 
 def basis_from_factors(
-    x: Float[Array, "T m"],
-    gy: Float[Array, "T n"],
+    x: Float[ArrayLike, "T m"],
+    gy: Float[ArrayLike, "T n"],
     k: int,
     *,
     explained_ratio: float | None = None,
@@ -312,7 +312,7 @@ def basis_from_factors(
 
 
 def compute_basis(
-    g: Float[Array, "m n"],
+    g: Float[ArrayLike, "m n"],
     k: int,
     *,
     method: BasisMethod = "auto",
@@ -328,18 +328,18 @@ def compute_basis(
     return basis_randomized(g, k, explained_ratio=explained_ratio, seed=seed)
 
 
-def subspace_coefficients(g: Float[Array, "m n"], basis: SubspaceBasis) -> Float[Array, " k"]:
+def subspace_coefficients(g: Float[ArrayLike, "m n"], basis: SubspaceBasis) -> Float[ArrayLike, " k"]:
     """``c_i = <G, u_i v_i^T> = u_i^T G v_i`` (0 for unused columns)."""
     g = g.astype(jnp.float32)
     return jnp.einsum("mk,mn,nk->k", basis.u, g, basis.v)
 
 
-def _atoms(basis: SubspaceBasis, weights: Float[Array, " k"]) -> Float[Array, "m n"]:
+def _atoms(basis: SubspaceBasis, weights: Float[ArrayLike, " k"]) -> Float[ArrayLike, "m n"]:
     """``sum_i w_i u_i v_i^T``."""
     return (basis.u * weights[None, :]) @ basis.v.T
 
 
-def project_conflict(g: Float[Array, "m n"], basis: SubspaceBasis) -> Float[Array, "m n"]:
+def project_conflict(g: Float[ArrayLike, "m n"], basis: SubspaceBasis) -> Float[ArrayLike, "m n"]:
     """R1: ``G - sum_i min(c_i, 0) u_i v_i^T``; every ``c_i`` is ``>= 0`` afterwards.
 
     Leaves ``G`` bit-for-bit unchanged when no ``c_i`` is negative.
@@ -350,7 +350,7 @@ def project_conflict(g: Float[Array, "m n"], basis: SubspaceBasis) -> Float[Arra
     return jnp.where(jnp.any(c < 0), projected.astype(g.dtype), g)
 
 
-def project_pcgrad(g: Float[Array, "m n"], basis: SubspaceBasis) -> Float[Array, "m n"]:
+def project_pcgrad(g: Float[ArrayLike, "m n"], basis: SubspaceBasis) -> Float[ArrayLike, "m n"]:
     """R2: PCGrad against ``S_k = sum_i s_i u_i v_i^T``.
 
     If ``<G, S_k> < 0``: ``G - (<G, S_k> / ||S_k||^2) S_k``, else ``G`` unchanged.
@@ -363,13 +363,13 @@ def project_pcgrad(g: Float[Array, "m n"], basis: SubspaceBasis) -> Float[Array,
     return jnp.where((dot < 0) & (norm_sq > 0), projected.astype(g.dtype), g)
 
 
-def project_null(g: Float[Array, "m n"], basis: SubspaceBasis) -> Float[Array, "m n"]:
+def project_null(g: Float[ArrayLike, "m n"], basis: SubspaceBasis) -> Float[ArrayLike, "m n"]:
     """R3 (atom span): ``G - sum_i c_i u_i v_i^T``, the complement of ``span{u_i v_i^T}``."""
     c = subspace_coefficients(g, basis)
     return (g.astype(jnp.float32) - _atoms(basis, c)).astype(g.dtype)
 
 
-def project_block(g: Float[Array, "m n"], basis: SubspaceBasis) -> Float[Array, "m n"]:
+def project_block(g: Float[ArrayLike, "m n"], basis: SubspaceBasis) -> Float[ArrayLike, "m n"]:
     """R3 (block): ``G - U U^T G V V^T``, removing all of ``span{u_i v_j^T}`` (k^2 directions)."""
     gf = g.astype(jnp.float32)
     block = basis.u @ (basis.u.T @ gf @ basis.v) @ basis.v.T
@@ -385,8 +385,8 @@ _PROJECTIONS = {
 
 
 def project(
-    g: Float[Array, "m n"], basis: SubspaceBasis, mode: ProjectionMode = "conflict"
-) -> Float[Array, "m n"]:
+    g: Float[ArrayLike, "m n"], basis: SubspaceBasis, mode: ProjectionMode = "conflict"
+) -> Float[ArrayLike, "m n"]:
     """Apply the projection rule ``mode`` to one matrix (see :func:`jaxtrust.safety.spf`)."""
     if mode not in _PROJECTIONS:
         raise ValueError(f"mode must be one of {PROJECTION_MODES}, got {mode!r}")

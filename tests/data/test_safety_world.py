@@ -217,6 +217,7 @@ def test_classification_templates_and_labels_are_correct():
         assert all(p.startswith(prefix) for p in prompts)
 
 
+@pytest.mark.usefixtures("own_error_messages")
 def test_bad_input():
     with pytest.raises(ValueError, match="category"):
         WORLD.requests(3, category="harmful")

@@ -206,6 +206,7 @@ def test_sampler_distribution_top_k_top_p():
     )
 
 
+@pytest.mark.usefixtures("own_error_messages")
 def test_bad_inputs(model):
     with pytest.raises(ValueError, match="rng"):
         generate(model, PROMPTS, max_new_tokens=2, temperature=0.7)

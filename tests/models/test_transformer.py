@@ -463,6 +463,7 @@ def test_split_merge_forward_compiles_once(models, batch):
 
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.smoke
+@pytest.mark.usefixtures("own_error_messages")
 def test_bad_inputs_name_the_argument():
     config = LMConfig.tiny()
     model = nnx.eval_shape(lambda: CausalLM(config, rngs=nnx.Rngs(0)))  # inputs are checked before any compute

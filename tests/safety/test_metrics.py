@@ -74,6 +74,7 @@ def test_keyword_judge_follows_the_reference_semantics():
     assert keyword_attack_success_rate(["no way", "ok"], keywords=("no",)) == 0.5
 
 
+@pytest.mark.usefixtures("own_error_messages")
 def test_bad_input():
     with pytest.raises(ValueError, match="empty"):
         refusal_rate([], REFUSALS)

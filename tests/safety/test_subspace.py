@@ -80,6 +80,7 @@ def test_estimators_agree_with_full_svd_on_low_rank(method, m, n, r, k):
     assert np.all(np.asarray(basis.s)[r:] == 0) and np.all(np.asarray(basis.u)[:, r:] == 0)
 
 
+@pytest.mark.usefixtures("own_error_messages")
 def test_auto_method_choice():
     assert sub.choose_basis_method((64, 512), 8) == "svd"
     assert sub.choose_basis_method((128, 512), 8) == "randomized"
@@ -89,6 +90,7 @@ def test_auto_method_choice():
         sub.choose_basis_method((4, 4), 1, "qr")
 
 
+@pytest.mark.usefixtures("own_error_messages")
 def test_factors_reject_mismatched_token_counts():
     with pytest.raises(ValueError, match="same token count"):
         sub.basis_from_factors(jnp.ones((3, 4)), jnp.ones((2, 5)), 1)

@@ -102,6 +102,7 @@ def test_prompt_loss_mask():
         prompt_loss_mask(jnp.array([2, 4]), 5, attention[:, :4])
 
 
+@pytest.mark.usefixtures("own_error_messages")
 def test_lm_loss_shape_errors():
     with pytest.raises(ValueError, match=r"logits must have shape \[batch, seq, vocab\]"):
         lm_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3), jnp.int32))
@@ -239,6 +240,7 @@ def test_label_smoothing_bounds_the_loss_from_below():
     np.testing.assert_allclose(float(smoothed), 0.1 * 100.0, rtol=1e-4)
 
 
+@pytest.mark.usefixtures("own_error_messages")
 def test_dpo_bad_inputs():
     z = jnp.zeros(3)
     with pytest.raises(ValueError, match="ref_rejected_logps must have shape"):

@@ -268,6 +268,7 @@ def test_evaluate_is_token_weighted():
     assert abs(unweighted - result["loss"]) > 1e-4
 
 
+@pytest.mark.usefixtures("own_error_messages")
 def test_bad_arguments_raise():
     tx = optax.sgd(0.1)
     graphdef, state = init_train_state(MLP(rngs=nnx.Rngs(0)), tx)
