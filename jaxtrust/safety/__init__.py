@@ -2,6 +2,7 @@
 activation-approximation safety audit. The SPF transform, its subspace and geometry tools, and
 safety metrics are here; the other methods land with their issues."""
 
+from jaxtrust.safety import approx
 from jaxtrust.safety._geometry import (
     basis_overlap_table,
     effective_rank,
@@ -46,6 +47,7 @@ from jaxtrust.safety.metrics import (
 __all__ = [
     "SPFState",
     "SubspaceBasis",
+    "approx",
     "basis_from_factors",
     "basis_gram",
     "basis_overlap_table",

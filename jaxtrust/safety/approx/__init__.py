@@ -1,0 +1,153 @@
+"""Activation approximations of private and efficient inference, as declarative techniques.
+
+Zhang et al., "Activation Approximations Can Incur Safety Vulnerabilities Even in Aligned
+LLMs: Comprehensive Analysis and Defense", USENIX Security 2025 (arXiv 2502.00840), audit
+seven techniques in three families. Here each is a frozen, hashable configuration object
+(``family``, ``name``, a ``strength``, ``layers``), composed into one
+:class:`~jaxtrust.models.ModelHooks` so any jaxtrust LM runs approximated without code edits:
+
+==============  ===========  ==========================================================  ===========================
+family          name         reference                                                   reproduction
+==============  ===========  ==========================================================  ===========================
+polynomial      iron         Hao et al., Iron, NeurIPS 2022                              stand-in (fixed-point tanh)
+polynomial      bolt         Pang et al., BOLT, IEEE S&P 2024                            faithful GELU polynomial
+polynomial      bumblebee    Lu et al., BumbleBee, NDSS 2025                             faithful GELU polynomial
+polynomial      nexus        Zhang et al., NEXUS, NDSS 2025                              faithful GELU polynomial
+sparsification  teal         Liu et al., TEAL, ICLR 2025                                 faithful (uniform variant)
+quantization    smoothquant  Xiao et al., SmoothQuant, ICML 2023                         faithful (W16, per-token)
+quantization    omniquant    Shao et al., OmniQuant, ICLR 2024                           closest variant (LET+clip)
+==============  ===========  ==========================================================  ===========================
+
+Also: ``cats`` (Lee et al., CATS, COLM 2024; sparsification of the MLP activation) and the
+paper's noise proxies ``gaussian_noise`` (sigma, on the FFN activation) and ``laplace_noise``
+(scale, on the down-projection input). SiLU versions of the GELU polynomials keep the published
+structure with refitted coefficients (see :mod:`~jaxtrust.safety.approx.polynomial`); each
+module's docstring states what is faithful and what is a stand-in.
+
+Example::
+
+    from jaxtrust.safety.approx import technique, calibrate, approx_hooks
+    techs = calibrate([technique("teal", sparsity=0.5, layers=(0, 4))], model, tokens, mask)
+    logits = model(tokens, attention_mask=mask, hooks=approx_hooks(techs, model.config)).logits
+    noisy = approx_hooks(technique("gaussian_noise", sigma=0.05), model.config, rng=jax.random.key(0))
+"""
+
+from __future__ import annotations
+
+from jaxtrust.safety.approx._base import FAMILIES, LINEAR_INPUT_SITES, SITES, FrozenArray, Technique
+from jaxtrust.safety.approx._calibration import ActivationRecord, calibrate, record_activations
+from jaxtrust.safety.approx._hooks import ApproxHooks, approx_hooks
+from jaxtrust.safety.approx.noise import GaussianNoise, LaplaceNoise
+from jaxtrust.safety.approx.polynomial import (
+    POLYNOMIALS,
+    STATED_MAX_ERROR,
+    Polynomial,
+    approximation_error,
+    composite_sign,
+    exact_activation,
+    exp_approx,
+    softmax_approx,
+)
+from jaxtrust.safety.approx.quantization import (
+    OmniQuant,
+    SmoothQuant,
+    fake_quantize,
+    quantization_error,
+    smoothing_scales,
+)
+from jaxtrust.safety.approx.sparsity import Cats, Teal
+
+TECHNIQUES: tuple[str, ...] = (
+    "iron",
+    "bolt",
+    "bumblebee",
+    "nexus",
+    "teal",
+    "smoothquant",
+    "omniquant",
+)
+"""The paper's seven techniques, in its table's order."""
+
+_FACTORIES = {
+    **{name: (lambda name: lambda **p: Polynomial(name=name, **p))(name) for name in POLYNOMIALS},
+    "teal": Teal,
+    "cats": Cats,
+    "smoothquant": SmoothQuant,
+    "omniquant": OmniQuant,
+    "gaussian_noise": GaussianNoise,
+    "laplace_noise": LaplaceNoise,
+}
+KNOWN_TECHNIQUES: tuple[str, ...] = tuple(_FACTORIES)
+_STRENGTH_PARAM = {
+    "teal": "sparsity",
+    "cats": "sparsity",
+    "smoothquant": "bits",
+    "omniquant": "bits",
+    "gaussian_noise": "sigma",
+    "laplace_noise": "scale",
+}
+
+
+def technique(name: str, **params) -> Technique:
+    """A technique configuration by name.
+
+    Args:
+      name: one of ``KNOWN_TECHNIQUES``: the seven of ``TECHNIQUES`` plus "cats",
+        "gaussian_noise", "laplace_noise".
+      **params: the technique's fields (e.g. ``sparsity=0.5``, ``bits=4``, ``sigma=0.05``,
+        ``layers=(0, 2)``); ``strength=`` is accepted as an alias of the strength field
+        (sparsity / bits / sigma / scale).
+
+    Raises:
+      KeyError: unknown name (lists the known ones). TypeError / ValueError: bad parameters.
+
+    Example:
+      >>> technique("gaussian_noise", strength=0.1, layers=(0, 2))
+      GaussianNoise(layers=(0, 2), site='activation', sigma=0.1)
+    """
+    if name not in _FACTORIES:
+        raise KeyError(f"unknown technique {name!r}; known: {', '.join(KNOWN_TECHNIQUES)}")
+    if "strength" in params:
+        if name not in _STRENGTH_PARAM:
+            raise TypeError(f"{name} has no strength parameter")
+        key = _STRENGTH_PARAM[name]
+        if key in params:
+            raise TypeError(f"give either strength= or {key}=, not both")
+        params[key] = params.pop("strength")
+    if "layers" in params and isinstance(params["layers"], list):
+        params["layers"] = tuple(params["layers"])
+    return _FACTORIES[name](**params)
+
+
+__all__ = [
+    "FAMILIES",
+    "KNOWN_TECHNIQUES",
+    "LINEAR_INPUT_SITES",
+    "POLYNOMIALS",
+    "SITES",
+    "STATED_MAX_ERROR",
+    "TECHNIQUES",
+    "ActivationRecord",
+    "ApproxHooks",
+    "Cats",
+    "FrozenArray",
+    "GaussianNoise",
+    "LaplaceNoise",
+    "OmniQuant",
+    "Polynomial",
+    "SmoothQuant",
+    "Teal",
+    "Technique",
+    "approx_hooks",
+    "approximation_error",
+    "calibrate",
+    "composite_sign",
+    "exact_activation",
+    "exp_approx",
+    "fake_quantize",
+    "quantization_error",
+    "record_activations",
+    "smoothing_scales",
+    "softmax_approx",
+    "technique",
+]
