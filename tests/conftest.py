@@ -29,8 +29,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 RUNTIME_CHECKED = (
     "jaxtrust.models",
     "jaxtrust.training",
-    "jaxtrust.data",
-    "jaxtrust.safety",
+    "jaxtrust.data.arithmetic",
+    "jaxtrust.data.batching",
+    "jaxtrust.data.safety_world",
+    "jaxtrust.data.vocab",
+    "jaxtrust.safety._spf",
+    "jaxtrust.safety._subspace",
+    "jaxtrust.safety._geometry",
+    "jaxtrust.safety.metrics",
     "jaxtrust.zoo",
 )
 if importlib.util.find_spec("beartype") is not None:
