@@ -4,6 +4,7 @@ techniques (TEAL/CATS thresholds, SmoothQuant scales, OmniQuant LET parameters).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,37 +155,59 @@ def _weights(model) -> dict[str, np.ndarray]:
     }
 
 
-def _fit_let(x: np.ndarray, w: np.ndarray, bits: int, steps: int, learning_rate: float):
-    """OmniQuant LET + clipping for all layers of one site: x [L, rows, dim], w [L, dim, out]."""
-    x, w = jnp.asarray(x), jnp.asarray(w)
-    shift0 = 0.5 * (x.max(axis=1) + x.min(axis=1))  # [L, dim]
-    centred_absmax = jnp.abs(x - shift0[:, None, :]).max(axis=1)
-    log_s0 = jnp.log(
-        jnp.asarray(
-            smoothing_scales(np.asarray(centred_absmax), np.abs(np.asarray(w)).max(axis=-1), 0.5)
-        )
-    )
-    init = dict(log_s=log_s0, shift=shift0, clip=jnp.full((x.shape[0], 2), 4.0, jnp.float32))
-    target = jnp.einsum("lrd,ldo->lro", x, w)
+def _let_loss(p, x, w, y, bits: int, ste: bool = True):
+    """Relative reconstruction error of one linear layer's output under OmniQuant's LET path."""
+    clip = jax.nn.sigmoid(p["clip"])
+    xq = let_quantize(x, bits, jnp.exp(p["log_s"]), p["shift"], clip[0], clip[1], ste=ste)
+    return jnp.mean(jnp.square(xq @ w - y)) / (jnp.mean(jnp.square(y)) + 1e-12)
+
+
+@functools.partial(jax.jit, static_argnames=("bits", "steps", "learning_rate"))
+def _fit_let_layers(init, x, w, *, bits: int, steps: int, learning_rate: float):
     tx = optax.adam(learning_rate)
 
-    def loss(p, xl, wl, yl, ste=True):
-        clip = jax.nn.sigmoid(p["clip"])
-        xq = let_quantize(xl, bits, jnp.exp(p["log_s"]), p["shift"], clip[0], clip[1], ste=ste)
-        return jnp.mean(jnp.square(xq @ wl - yl)) / (jnp.mean(jnp.square(yl)) + 1e-12)
+    def fit_one(p0, xl, wl):
+        yl = xl @ wl
 
-    def fit_one(p0, xl, wl, yl):
         def step(carry, _):
             p, state = carry
-            g = jax.grad(loss)(p, xl, wl, yl)
+            g = jax.grad(_let_loss)(p, xl, wl, yl, bits)
             updates, state = tx.update(g, state, p)
             return (optax.apply_updates(p, updates), state), None
 
         (p, _), _ = jax.lax.scan(step, (p0, tx.init(p0)), None, length=steps)
-        better = loss(p, xl, wl, yl, ste=False) < loss(p0, xl, wl, yl, ste=False)
+        # keep the initialisation where training did not help (rounding makes the loss rough)
+        better = _let_loss(p, xl, wl, yl, bits, ste=False) < _let_loss(
+            p0, xl, wl, yl, bits, ste=False
+        )
         return jax.tree.map(lambda a, b: jnp.where(better, a, b), p, p0)
 
-    p = jax.jit(jax.vmap(fit_one))(init, x, w, target)
+    return jax.vmap(fit_one)(init, x, w)
+
+
+def _fit_let(x: np.ndarray, w: np.ndarray, bits: int, steps: int, learning_rate: float):
+    """OmniQuant LET + clipping for all layers of one site: x [L, rows, dim], w [L, dim, out].
+
+    Init as OmniQuant: shift = channel mid-range, scale = SmoothQuant's rule (alpha 0.5) on
+    the centred activations, clipping logits 4 (sigmoid(4) = 0.98)."""
+    x = np.asarray(x, np.float32)
+    w = np.asarray(w, np.float32)
+    shift0 = 0.5 * (x.max(axis=1) + x.min(axis=1))  # [L, dim]
+    centred_absmax = np.abs(x - shift0[:, None, :]).max(axis=1)
+    log_s0 = np.log(smoothing_scales(centred_absmax, np.abs(w).max(axis=-1), 0.5))
+    init = dict(
+        log_s=jnp.asarray(log_s0),
+        shift=jnp.asarray(shift0),
+        clip=jnp.full((x.shape[0], 2), 4.0, jnp.float32),
+    )
+    p = _fit_let_layers(
+        init,
+        jnp.asarray(x),
+        jnp.asarray(w),
+        bits=bits,
+        steps=steps,
+        learning_rate=float(learning_rate),
+    )
     return (
         FrozenArray(np.exp(np.asarray(p["log_s"]))),
         FrozenArray(np.asarray(p["shift"])),

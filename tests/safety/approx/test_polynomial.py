@@ -20,7 +20,15 @@ from jaxtrust.safety.approx import (
     technique,
 )
 
-NEXUS_COEFFS = (2.25775755e-4, 0.396880960, -0.0637042698, 8.38841647e-3, -7.17830961e-4, 3.49617829e-5, -7.26059653e-7)
+NEXUS_COEFFS = (
+    2.25775755e-4,
+    0.396880960,
+    -0.0637042698,
+    8.38841647e-3,
+    -7.17830961e-4,
+    3.49617829e-5,
+    -7.26059653e-7,
+)
 
 
 def np_gelu(x):
@@ -54,7 +62,9 @@ def test_polynomials_are_not_exact():
 
 def test_nexus_gelu_region_selection_and_published_polynomial():
     t = technique("nexus")
-    x = np.concatenate([np.linspace(-20, -3.5001, 200), np.linspace(-3.5, 3.4999, 701), np.linspace(3.5, 20, 200)]).astype(np.float32)
+    x = np.concatenate(
+        [np.linspace(-20, -3.5001, 200), np.linspace(-3.5, 3.4999, 701), np.linspace(3.5, 20, 200)]
+    ).astype(np.float32)
     y = np.asarray(t.activation_fn("gelu", jnp.asarray(x)))
     low, mid, high = x < -3.5, (x >= -3.5) & (x < 3.5), x >= 3.5
     assert np.all(y[low] == 0.0)
@@ -80,9 +90,13 @@ def test_nexus_composite_sign_selection():
 def test_exp_approximation(name):
     t = technique(name)
     x = np.linspace(-30.0, 0.0, 3001, dtype=np.float32)
-    approx = np.asarray(exp_approx(jnp.asarray(x), squarings=t.exp_squarings, threshold=t.exp_threshold))
+    approx = np.asarray(
+        exp_approx(jnp.asarray(x), squarings=t.exp_squarings, threshold=t.exp_threshold)
+    )
     n = 2.0**t.exp_squarings
-    reference = np.where(x >= -t.exp_threshold, (1.0 + np.maximum(x, -t.exp_threshold) / n) ** n, 0.0)
+    reference = np.where(
+        x >= -t.exp_threshold, (1.0 + np.maximum(x, -t.exp_threshold) / n) ** n, 0.0
+    )
     np.testing.assert_allclose(approx, reference, rtol=1e-4, atol=1e-7)
     # the error of (1 + x/n)^n against e^x peaks near x = -2: about e^-2 (2/n) ... <= 1/(e n) * 2
     assert np.abs(approx - np.exp(x)).max() <= 2.0 / (math.e * n) * 1.05
@@ -97,7 +111,9 @@ def test_softmax_approx_is_a_masked_distribution_close_to_softmax(seed, keys, ma
     mask = np.ones((3, keys), bool)
     mask[:, : min(masked, keys - 1)] = False
     mask[2] = False  # a fully masked (padding) row: uniform, as the exact softmax
-    p = np.asarray(softmax_approx(jnp.asarray(scores), jnp.asarray(mask), squarings=6, threshold=13.0))
+    p = np.asarray(
+        softmax_approx(jnp.asarray(scores), jnp.asarray(mask), squarings=6, threshold=13.0)
+    )
     np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
     assert np.all(p[:2][~mask[:2]] == 0.0)
     np.testing.assert_allclose(p[2], 1.0 / keys, rtol=1e-6)

@@ -6,12 +6,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxtrust.safety.approx import OmniQuant, SmoothQuant, fake_quantize, quantization_error, smoothing_scales, technique
+from jaxtrust.safety.approx import (
+    OmniQuant,
+    SmoothQuant,
+    fake_quantize,
+    quantization_error,
+    smoothing_scales,
+    technique,
+)
 
 
 def np_quantize(x, bits, granularity, symmetric):
     x = x.astype(np.float64)
-    axes = {"per_token": (x.ndim - 1,), "per_channel": tuple(range(x.ndim - 1)), "per_tensor": tuple(range(x.ndim))}[granularity]
+    axes = {
+        "per_token": (x.ndim - 1,),
+        "per_channel": tuple(range(x.ndim - 1)),
+        "per_tensor": tuple(range(x.ndim)),
+    }[granularity]
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         step = np.abs(x).max(axis=axes, keepdims=True) / qmax
@@ -37,7 +48,9 @@ def np_quantize(x, bits, granularity, symmetric):
 def test_fake_quantize_matches_numpy(seed, bits, granularity, symmetric, shift):
     x = (np.random.default_rng(seed).standard_normal((3, 5, 16)) + shift).astype(np.float32)
     x[0, 0] = 0.0  # an all-zero token must not divide by zero
-    got = np.asarray(fake_quantize(jnp.asarray(x), bits, granularity=granularity, symmetric=symmetric))
+    got = np.asarray(
+        fake_quantize(jnp.asarray(x), bits, granularity=granularity, symmetric=symmetric)
+    )
     expected = np_quantize(x, bits, granularity, symmetric)
     # float32 rounding can flip a value lying exactly between two levels: at most one step
     step = np.abs(x).max() * 2 / (2**bits - 2)
@@ -51,7 +64,9 @@ def test_fake_quantize_matches_numpy(seed, bits, granularity, symmetric, shift):
 def test_quantizer_exact_cases():
     x = jnp.array([[0.3, -1.0, 0.6, 1.0]])
     np.testing.assert_allclose(np.asarray(fake_quantize(x, 2)), [[0.0, -1.0, 1.0, 1.0]])
-    np.testing.assert_allclose(np.asarray(fake_quantize(x, 3)), [[1 / 3, -1.0, 2 / 3, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(fake_quantize(x, 3)), [[1 / 3, -1.0, 2 / 3, 1.0]], rtol=1e-6
+    )
     # asymmetric 2 bits on [-1, 1]: step 2/3, zero 2
     asym = np.asarray(fake_quantize(x, 2, symmetric=False))
     np.testing.assert_allclose(asym, np_quantize(np.asarray(x), 2, "per_token", False), rtol=1e-6)
@@ -62,7 +77,9 @@ def test_error_shrinks_with_bits():
     errs = [quantization_error(SmoothQuant(bits=b)) for b in (4, 6, 8)]
     assert errs[0] > 3 * errs[1] > 9 * errs[2] > 0
     assert quantization_error(OmniQuant(bits=4)) < errs[0]
-    assert quantization_error(SmoothQuant(bits=8), reduce="max") >= quantization_error(SmoothQuant(bits=8))
+    assert quantization_error(SmoothQuant(bits=8), reduce="max") >= quantization_error(
+        SmoothQuant(bits=8)
+    )
 
 
 def test_smoothing_is_exact_at_w16():
