@@ -34,18 +34,21 @@ Example::
 
 from __future__ import annotations
 
+import functools
+
 from jaxtrust.safety.approx._base import FAMILIES, LINEAR_INPUT_SITES, SITES, FrozenArray, Technique
 from jaxtrust.safety.approx._calibration import ActivationRecord, calibrate, record_activations
+from jaxtrust.safety.approx._error import approximation_error
 from jaxtrust.safety.approx._hooks import ApproxHooks, approx_hooks
 from jaxtrust.safety.approx.noise import GaussianNoise, LaplaceNoise
 from jaxtrust.safety.approx.polynomial import (
     POLYNOMIALS,
     STATED_MAX_ERROR,
     Polynomial,
-    approximation_error,
     composite_sign,
     exact_activation,
     exp_approx,
+    polynomial_error,
     softmax_approx,
 )
 from jaxtrust.safety.approx.quantization import (
@@ -69,7 +72,7 @@ TECHNIQUES: tuple[str, ...] = (
 """The paper's seven techniques, in its table's order."""
 
 _FACTORIES = {
-    **{name: (lambda name: lambda **p: Polynomial(name=name, **p))(name) for name in POLYNOMIALS},
+    **{name: functools.partial(Polynomial, name=name) for name in POLYNOMIALS},
     "teal": Teal,
     "cats": Cats,
     "smoothquant": SmoothQuant,
@@ -145,6 +148,7 @@ __all__ = [
     "exact_activation",
     "exp_approx",
     "fake_quantize",
+    "polynomial_error",
     "quantization_error",
     "record_activations",
     "smoothing_scales",

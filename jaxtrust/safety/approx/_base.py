@@ -125,7 +125,13 @@ def check_probability(value, name: str, *, upper_inclusive: bool = False) -> flo
     return value
 
 
-def check_nonnegative(value, name: str) -> float:
+def check_nonnegative(value, name: str, *, allow_array: bool = False):
+    """A finite number >= 0; with ``allow_array``, a scalar jax array (possibly traced) passes
+    unchecked, so a strength can be swept inside one compiled function."""
+    if allow_array and isinstance(value, jax.Array):
+        if value.shape != ():
+            raise ValueError(f"{name} must be a scalar, got shape {value.shape}")
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a non-negative number, got {value!r}")
     value = float(value)

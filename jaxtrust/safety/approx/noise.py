@@ -7,6 +7,17 @@ of the seven techniques to a (sigma, b) pair). The released QuadA evaluation cod
 (``evaluation/std.py``) adds the Gaussian noise to the MLP activation output
 ``act_fn(gate_proj(x))`` ("FFN") or to the RMSNorm output ("LN"), in every layer.
 
+``sigma`` / ``scale`` may be a scalar jax array, also a traced one: a noise sweep then runs in
+one compiled function (the hooks holding the key are built inside it anyway)::
+
+    @jax.jit
+    def noisy_logits(state, tokens, sigma, key):
+        hooks = approx_hooks(GaussianNoise(sigma=sigma), config, rng=key)
+        return nnx.merge(graphdef, state)(tokens, hooks=hooks).logits
+
+With a KV cache every call (prefill, each decoding step) draws from the same key; fold the
+step into the key for fresh noise per step.
+
 Faithful: the noise distributions, their sites, and per-layer-range selection. The noise is
 i.i.d. per element; each layer draws from ``fold_in(key, layer)``, so layers get independent
 noise from one key inside a scanned forward.
@@ -81,7 +92,7 @@ class GaussianNoise(_Noise):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "sigma", check_nonnegative(self.sigma, "sigma"))
+        object.__setattr__(self, "sigma", check_nonnegative(self.sigma, "sigma", allow_array=True))
 
     @property
     def strength(self) -> float:
@@ -89,7 +100,7 @@ class GaussianNoise(_Noise):
 
     @property
     def is_identity(self) -> bool:
-        return self.sigma == 0.0
+        return not isinstance(self.sigma, jax.Array) and self.sigma == 0.0
 
     def _sample(self, key, shape, dtype):
         return self.sigma * jax.random.normal(key, shape, dtype)
@@ -111,7 +122,7 @@ class LaplaceNoise(_Noise):
 
     def __post_init__(self):
         super().__post_init__()
-        object.__setattr__(self, "scale", check_nonnegative(self.scale, "scale"))
+        object.__setattr__(self, "scale", check_nonnegative(self.scale, "scale", allow_array=True))
 
     @property
     def strength(self) -> float:
@@ -119,7 +130,7 @@ class LaplaceNoise(_Noise):
 
     @property
     def is_identity(self) -> bool:
-        return self.scale == 0.0
+        return not isinstance(self.scale, jax.Array) and self.scale == 0.0
 
     def _sample(self, key, shape, dtype):
         return self.scale * jax.random.laplace(key, shape, dtype)

@@ -35,8 +35,8 @@ SecPE/NEXUS (``r = 7``, ``(1 + x/128)^128``) and the clipped-exp pattern of BOLT
 reproduced). The normalisation is an exact division.
 
 Example:
-  >>> from jaxtrust.safety.approx import technique, approximation_error
-  >>> err = approximation_error(technique("bolt"), activation="gelu", interval=(-8.0, 8.0))
+  >>> from jaxtrust.safety.approx import technique, polynomial_error
+  >>> err = polynomial_error(technique("bolt"), activation="gelu", interval=(-8.0, 8.0))
   >>> err < 0.03
   True
 """
@@ -209,7 +209,7 @@ def pieces(name: str, kind: str) -> tuple:
 def _poly(x: jax.Array, spec: dict) -> jax.Array:
     b = jnp.abs(x) if spec["abs"] else x
     y = jnp.zeros_like(x)
-    for p, c in zip(spec["powers"], spec["coeffs"]):
+    for p, c in zip(spec["powers"], spec["coeffs"], strict=True):
         y = y + c * b**p
     return y + 0.5 * x if spec["half_x"] else y
 
@@ -377,7 +377,7 @@ class Polynomial(Technique):
         )
 
 
-def approximation_error(
+def polynomial_error(
     technique: Technique,
     *,
     activation: str = "gelu",
@@ -401,7 +401,7 @@ def approximation_error(
     """
     if not isinstance(technique, Polynomial):
         raise TypeError(
-            f"approximation_error measures polynomial techniques, got {type(technique).__name__} (use quantization_error for quantizers)"
+            f"polynomial_error measures polynomial techniques, got {type(technique).__name__} (use quantization_error for quantizers)"
         )
     if reduce not in ("max", "mean"):
         raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")

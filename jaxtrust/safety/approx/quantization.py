@@ -274,7 +274,7 @@ def _check_site_arrays(technique, arrays, config, what) -> None:
     if arrays is None:
         return
     dims = site_dims(config)
-    for site, arr in zip(LINEAR_INPUT_SITES, arrays):
+    for site, arr in zip(LINEAR_INPUT_SITES, arrays, strict=True):
         if arr is not None and arr.shape != (config.num_layers, dims[site]):
             raise ValueError(
                 f"{technique.name}: calibrated {what[0]} for {site} have shape {arr.shape}, the model needs ({config.num_layers}, {dims[site]}); calibrate on this model"

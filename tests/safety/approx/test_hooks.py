@@ -280,6 +280,28 @@ def test_noise_inside_jit_with_a_traced_key(model, batch):
     assert float(jnp.abs(a - c).max()) > 1e-4
 
 
+def test_noise_sweep_with_a_traced_sigma_compiles_once(model, batch):
+    tokens, mask = batch
+    graphdef, state = nnx.split(model)
+    traces = []
+
+    @jax.jit
+    def run(state, sigma, key):
+        traces.append(1)
+        hooks = approx_hooks(
+            technique("gaussian_noise", sigma=sigma, layers=(0, 1)), CONFIG, rng=key
+        )
+        return nnx.merge(graphdef, state)(tokens, attention_mask=mask, hooks=hooks).logits
+
+    exact = model(tokens, attention_mask=mask).logits
+    errors = [
+        float(jnp.abs(run(state, jnp.float32(s), jax.random.key(0)) - exact).mean())
+        for s in (0.0, 0.05, 0.5)
+    ]
+    assert len(traces) == 1
+    assert errors[0] == 0.0 and 0 < errors[1] < errors[2]
+
+
 def test_noise_statistics_and_per_layer_independence():
     x = jnp.zeros((64, 128, 32))
     g = approx_hooks(technique("gaussian_noise", sigma=0.3), CONFIG, rng=jax.random.key(0))

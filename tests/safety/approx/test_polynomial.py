@@ -124,8 +124,10 @@ def test_softmax_approx_is_a_masked_distribution_close_to_softmax(seed, keys, ma
 
 
 def test_approximation_error_bad_input():
-    with pytest.raises(TypeError, match="polynomial"):
+    with pytest.raises(TypeError, match="depends on the data"):
         approximation_error(technique("teal", sparsity=0.5))
+    with pytest.raises(ValueError, match="unbounded"):
+        approximation_error(technique("gaussian_noise", sigma=0.1))
     with pytest.raises(ValueError, match="reduce"):
         approximation_error(technique("bolt"), reduce="median")
     with pytest.raises(ValueError, match="x <= 0"):
@@ -136,3 +138,17 @@ def test_approximation_error_bad_input():
         Polynomial(name="bolt", exp_squarings=2, exp_threshold=13.0)
     with pytest.raises(ValueError, match="selection"):
         Polynomial(name="bolt", selection="soft")
+
+
+def test_approximation_error_of_the_other_families():
+    assert approximation_error(
+        technique("gaussian_noise", sigma=0.1), reduce="mean"
+    ) == pytest.approx(0.1 * math.sqrt(2 / math.pi))
+    assert approximation_error(
+        technique("laplace_noise", scale=0.2), reduce="mean"
+    ) == pytest.approx(0.2)
+    e4, e8 = (
+        approximation_error(technique("smoothquant", bits=4)),
+        approximation_error(technique("smoothquant", bits=8)),
+    )
+    assert e4 > 10 * e8 > 0
