@@ -92,7 +92,9 @@ class Verbalizer:
     token_ids: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def from_words(cls, label_words: Sequence[str | Sequence[str]], tokenize: Callable[[str], Sequence[int]]) -> Verbalizer:
+    def from_words(
+        cls, label_words: Sequence[str | Sequence[str]], tokenize: Callable[[str], Sequence[int]]
+    ) -> Verbalizer:
         """Tokenize the label words; each must be exactly one token.
 
         Args:
@@ -104,25 +106,39 @@ class Verbalizer:
           ValueError: fewer than 2 classes, a class without words, a word that is not one token,
             or a token shared by two classes.
         """
-        if isinstance(label_words, str) or not isinstance(label_words, Sequence) or len(label_words) < 2:
-            raise ValueError(f"label_words must be a sequence of at least 2 classes, got {label_words!r}")
+        if (
+            isinstance(label_words, str)
+            or not isinstance(label_words, Sequence)
+            or len(label_words) < 2
+        ):
+            raise ValueError(
+                f"label_words must be a sequence of at least 2 classes, got {label_words!r}"
+            )
         words: list[tuple[str, ...]] = []
         ids: list[tuple[int, ...]] = []
         owner: dict[int, int] = {}
         for c, entry in enumerate(label_words):
             group = (entry,) if isinstance(entry, str) else tuple(entry)
             if not group or not all(isinstance(w, str) and w for w in group):
-                raise ValueError(f"label_words[{c}] must be a non-empty word or sequence of words, got {entry!r}")
+                raise ValueError(
+                    f"label_words[{c}] must be a non-empty word or sequence of words, got {entry!r}"
+                )
             group_ids = []
             for word in group:
                 try:
                     toks = list(tokenize(word))
                 except KeyError as err:
-                    raise ValueError(f"label word {word!r} (class {c}) is not in the tokenizer's vocabulary: {err}") from err
+                    raise ValueError(
+                        f"label word {word!r} (class {c}) is not in the tokenizer's vocabulary: {err}"
+                    ) from err
                 if len(toks) != 1:
-                    raise ValueError(f"label word {word!r} (class {c}) must be a single token, got {len(toks)} tokens {toks}")
+                    raise ValueError(
+                        f"label word {word!r} (class {c}) must be a single token, got {len(toks)} tokens {toks}"
+                    )
                 if toks[0] in owner and owner[toks[0]] != c:
-                    raise ValueError(f"label word {word!r} (class {c}) has the same token as a word of class {owner[toks[0]]}")
+                    raise ValueError(
+                        f"label word {word!r} (class {c}) has the same token as a word of class {owner[toks[0]]}"
+                    )
                 owner[toks[0]] = c
                 group_ids.append(int(toks[0]))
             words.append(group)
@@ -193,16 +209,26 @@ class PromptEnsemble:
     score: str = "logprob"
 
     def __post_init__(self):
-        if isinstance(self.templates, str) or not isinstance(self.templates, Sequence) or not self.templates:
-            raise ValueError(f"templates must be a non-empty sequence of strings, got {self.templates!r}")
+        if (
+            isinstance(self.templates, str)
+            or not isinstance(self.templates, Sequence)
+            or not self.templates
+        ):
+            raise ValueError(
+                f"templates must be a non-empty sequence of strings, got {self.templates!r}"
+            )
         object.__setattr__(self, "templates", tuple(self.templates))
         for j, template in enumerate(self.templates):
             if not isinstance(template, str) or template.count(TEXT_PLACEHOLDER) != 1:
-                raise ValueError(f"templates[{j}] must contain the input placeholder {TEXT_PLACEHOLDER!r} exactly once, got {template!r}")
+                raise ValueError(
+                    f"templates[{j}] must contain the input placeholder {TEXT_PLACEHOLDER!r} exactly once, got {template!r}"
+                )
         if self.score not in SCORE_MODES:
             raise ValueError(f"score must be one of {SCORE_MODES}, got {self.score!r}")
         if not isinstance(self.verbalizer, Verbalizer):
-            raise TypeError(f"verbalizer must be a Verbalizer, got {type(self.verbalizer).__name__}")
+            raise TypeError(
+                f"verbalizer must be a Verbalizer, got {type(self.verbalizer).__name__}"
+            )
         object.__setattr__(self, "prefix_ids", tuple(int(i) for i in self.prefix_ids))
         object.__setattr__(self, "suffix_ids", tuple(int(i) for i in self.suffix_ids))
 
@@ -221,15 +247,23 @@ class PromptEnsemble:
         for template in self.templates:
             before, after = template.split(TEXT_PLACEHOLDER)
             before = before.rstrip(" ")
-            ids_before = self.prefix_ids + tuple(self.tokenize(self.wrap_before + before)) if (self.wrap_before + before) else self.prefix_ids
-            ids_after = (tuple(self.tokenize(after + self.wrap_after)) if (after + self.wrap_after) else ()) + self.suffix_ids
+            ids_before = (
+                self.prefix_ids + tuple(self.tokenize(self.wrap_before + before))
+                if (self.wrap_before + before)
+                else self.prefix_ids
+            )
+            ids_after = (
+                tuple(self.tokenize(after + self.wrap_after)) if (after + self.wrap_after) else ()
+            ) + self.suffix_ids
             out.append((tuple(int(i) for i in ids_before), tuple(int(i) for i in ids_after)))
         return tuple(out)
 
     def encode_texts(self, texts: Sequence[str]) -> EncodedTexts:
         """Token ids of the input texts (shared by every prompt)."""
         if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
-            raise ValueError(f"texts must be a non-empty sequence of strings, got {type(texts).__name__}")
+            raise ValueError(
+                f"texts must be a non-empty sequence of strings, got {type(texts).__name__}"
+            )
         rows = []
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
@@ -241,7 +275,14 @@ class PromptEnsemble:
             ids[i, : len(r)] = r
         return EncodedTexts(ids, lengths)
 
-    def assemble(self, text_ids: np.ndarray, lengths: np.ndarray, prompts: Sequence[int] | None = None, *, seq_len: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def assemble(
+        self,
+        text_ids: np.ndarray,
+        lengths: np.ndarray,
+        prompts: Sequence[int] | None = None,
+        *,
+        seq_len: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Left-padded prompt rows for every (prompt, input).
 
         Args:
@@ -255,10 +296,14 @@ class PromptEnsemble:
         """
         prompts = list(range(self.num_prompts)) if prompts is None else list(prompts)
         n, width = text_ids.shape
-        longest = max(len(self.pieces[j][0]) + len(self.pieces[j][1]) for j in prompts) + int(lengths.max())
+        longest = max(len(self.pieces[j][0]) + len(self.pieces[j][1]) for j in prompts) + int(
+            lengths.max()
+        )
         seq_len = longest if seq_len is None else seq_len
         if seq_len < longest:
-            raise ValueError(f"seq_len={seq_len} is shorter than the longest prompt ({longest} tokens)")
+            raise ValueError(
+                f"seq_len={seq_len} is shorter than the longest prompt ({longest} tokens)"
+            )
         tokens = np.full((len(prompts), n, seq_len), self.pad_id, np.int32)
         mask = np.zeros((len(prompts), n, seq_len), bool)
         text_pos = np.full((len(prompts), n, width), -1, np.int32)
@@ -275,18 +320,42 @@ class PromptEnsemble:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def for_world(cls, world, templates: Sequence[str] | None = None, *, score: str = "logprob") -> PromptEnsemble:
+    def for_world(
+        cls, world, templates: Sequence[str] | None = None, *, score: str = "logprob"
+    ) -> PromptEnsemble:
         """The :class:`~jaxtrust.data.SafetyWorld` classification task: ``<bos> prompt <sep>``,
         then the label word; default templates: the training and held-out ones."""
-        from jaxtrust.data.safety_world import CLASSIFICATION_HELDOUT_TEMPLATES, CLASSIFICATION_TEMPLATES
+        from jaxtrust.data.safety_world import (
+            CLASSIFICATION_HELDOUT_TEMPLATES,
+            CLASSIFICATION_TEMPLATES,
+        )
 
         tok = world.tokenizer
-        templates = tuple(CLASSIFICATION_TEMPLATES + CLASSIFICATION_HELDOUT_TEMPLATES) if templates is None else tuple(templates)
+        templates = (
+            tuple(CLASSIFICATION_TEMPLATES + CLASSIFICATION_HELDOUT_TEMPLATES)
+            if templates is None
+            else tuple(templates)
+        )
         verbalizer = Verbalizer.from_words(world.label_words, tok.encode)
-        return cls(templates, verbalizer, tok.encode, prefix_ids=(tok.bos_id,), suffix_ids=(tok.sep_id,), pad_id=tok.pad_id, score=score)
+        return cls(
+            templates,
+            verbalizer,
+            tok.encode,
+            prefix_ids=(tok.bos_id,),
+            suffix_ids=(tok.sep_id,),
+            pad_id=tok.pad_id,
+            score=score,
+        )
 
     @classmethod
-    def for_chat(cls, tokenizer, templates: Sequence[str], label_words: Sequence[str | Sequence[str]], *, score: str = "logprob") -> PromptEnsemble:
+    def for_chat(
+        cls,
+        tokenizer,
+        templates: Sequence[str],
+        label_words: Sequence[str | Sequence[str]],
+        *,
+        score: str = "logprob",
+    ) -> PromptEnsemble:
         """A chat model (``transformers`` tokenizer with a chat template): each prompt is the
         user turn, the label word is the first token of the assistant's answer."""
         from jaxtrust.models.tokenizer import format_chat
@@ -294,15 +363,27 @@ class PromptEnsemble:
         marker = "\u0000TEXT\u0000"
         chat = format_chat(tokenizer, marker)
         if chat.count(marker) != 1:
-            raise ValueError("the tokenizer's chat template does not keep the user message verbatim")
+            raise ValueError(
+                "the tokenizer's chat template does not keep the user message verbatim"
+            )
         wrap_before, wrap_after = chat.split(marker)
 
         def tokenize(text: str) -> list[int]:
             return tokenizer.encode(text, add_special_tokens=False)
 
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         verbalizer = Verbalizer.from_words(label_words, tokenize)
-        return cls(tuple(templates), verbalizer, tokenize, wrap_before=wrap_before, wrap_after=wrap_after, pad_id=int(pad), score=score)
+        return cls(
+            tuple(templates),
+            verbalizer,
+            tokenize,
+            wrap_before=wrap_before,
+            wrap_after=wrap_after,
+            pad_id=int(pad),
+            score=score,
+        )
 
 
 # ---------------------------------------------------------------------------- jitted scoring
@@ -326,42 +407,70 @@ def _final_hidden(model, hidden: jax.Array) -> jax.Array:
 
     norm = model.final_norm
     bias = None if norm.bias is None else norm.bias[...]
-    return ModelHooks().norm(hidden, norm.scale[...], bias, model.config.num_layers, "final_norm", model.config.norm_eps)
+    return ModelHooks().norm(
+        hidden, norm.scale[...], bias, model.config.num_layers, "final_norm", model.config.norm_eps
+    )
 
 
-def _class_scores(logits: jax.Array, class_ids: jax.Array, class_mask: jax.Array, score: str) -> jax.Array:
+def _class_scores(
+    logits: jax.Array, class_ids: jax.Array, class_mask: jax.Array, score: str
+) -> jax.Array:
     """``[B, V]`` next-token logits -> ``[B, k]`` class scores (see the module docstring)."""
     if score == "logprob":
         logp = jax.nn.log_softmax(logits, axis=-1)
-        word = jnp.take(logp, class_ids.reshape(-1), axis=1).reshape(logits.shape[0], *class_ids.shape)
+        word = jnp.take(logp, class_ids.reshape(-1), axis=1).reshape(
+            logits.shape[0], *class_ids.shape
+        )
         word = jnp.where(class_mask[None], word, -jnp.inf)
         return jax.scipy.special.logsumexp(word, axis=-1)
-    word = jnp.take(logits, class_ids.reshape(-1), axis=1).reshape(logits.shape[0], *class_ids.shape)
+    word = jnp.take(logits, class_ids.reshape(-1), axis=1).reshape(
+        logits.shape[0], *class_ids.shape
+    )
     counts = jnp.sum(class_mask, axis=-1).astype(logits.dtype)
     return jnp.sum(jnp.where(class_mask[None], word, 0.0), axis=-1) / counts[None, :]
 
 
-def _forward(graphdef, state, tokens, mask, class_ids, class_mask, delta, score: str, with_hidden: bool):
+def _forward(
+    graphdef, state, tokens, mask, class_ids, class_mask, delta, score: str, with_hidden: bool
+):
     model = nnx.merge(graphdef, state)
     if delta is not None:
         model.embed = _ShiftedEmbed(model.embed, delta)
-    out = model(tokens, attention_mask=mask, output_hidden_states=with_hidden, last_logits_only=True)
+    out = model(
+        tokens, attention_mask=mask, output_hidden_states=with_hidden, last_logits_only=True
+    )
     scores = _class_scores(out.logits[:, -1], class_ids, class_mask, score)
     hidden = _final_hidden(model, out.hidden_states[-1][:, -1]) if with_hidden else None
     return scores, hidden
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "score", "with_hidden"))
-def _score_rows(graphdef, state, tokens, mask, class_ids, class_mask, *, score: str, with_hidden: bool):
+def _score_rows(
+    graphdef, state, tokens, mask, class_ids, class_mask, *, score: str, with_hidden: bool
+):
     return _forward(graphdef, state, tokens, mask, class_ids, class_mask, None, score, with_hidden)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "score"))
-def _margin_embedding_grad(graphdef, state, tokens, mask, class_ids, class_mask, true_class, rival_class, weight, *, score: str):
+def _margin_embedding_grad(
+    graphdef,
+    state,
+    tokens,
+    mask,
+    class_ids,
+    class_mask,
+    true_class,
+    rival_class,
+    weight,
+    *,
+    score: str,
+):
     """d/d(input embeddings) of ``sum_rows weight * (s[true] - s[rival])``: ``[B, L, dim]``."""
 
     def objective(delta):
-        scores, _ = _forward(graphdef, state, tokens, mask, class_ids, class_mask, delta, score, False)
+        scores, _ = _forward(
+            graphdef, state, tokens, mask, class_ids, class_mask, delta, score, False
+        )
         rows = jnp.arange(tokens.shape[0])
         return jnp.sum(weight * (scores[rows, true_class] - scores[rows, rival_class]))
 
@@ -381,10 +490,20 @@ def _check_model(model, ensemble: PromptEnsemble) -> None:
         raise TypeError(f"ensemble must be a PromptEnsemble, got {type(ensemble).__name__}")
     largest = max(max(g) for g in ensemble.verbalizer.token_ids)
     if largest >= config.vocab_size:
-        raise ValueError(f"label token id {largest} is outside the model's vocabulary of {config.vocab_size}")
+        raise ValueError(
+            f"label token id {largest} is outside the model's vocabulary of {config.vocab_size}"
+        )
 
 
-def _run_rows(model, ensemble: PromptEnsemble, tokens: np.ndarray, mask: np.ndarray, *, batch_size: int, with_hidden: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def _run_rows(
+    model,
+    ensemble: PromptEnsemble,
+    tokens: np.ndarray,
+    mask: np.ndarray,
+    *,
+    batch_size: int,
+    with_hidden: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Class scores (and final hidden states) of ``[R, L]`` rows, in fixed-shape chunks."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -402,7 +521,16 @@ def _run_rows(model, ensemble: PromptEnsemble, tokens: np.ndarray, mask: np.ndar
     padded_mask[rows:] = padded_mask[0]
     scores, hiddens = [], []
     for start in range(0, total, chunk):
-        s, h = _score_rows(graphdef, state, jnp.asarray(padded_tokens[start : start + chunk]), jnp.asarray(padded_mask[start : start + chunk]), jnp.asarray(class_ids), jnp.asarray(class_mask), score=ensemble.score, with_hidden=with_hidden)
+        s, h = _score_rows(
+            graphdef,
+            state,
+            jnp.asarray(padded_tokens[start : start + chunk]),
+            jnp.asarray(padded_mask[start : start + chunk]),
+            jnp.asarray(class_ids),
+            jnp.asarray(class_mask),
+            score=ensemble.score,
+            with_hidden=with_hidden,
+        )
         scores.append(np.asarray(s))
         if with_hidden:
             hiddens.append(np.asarray(h))
@@ -410,10 +538,26 @@ def _run_rows(model, ensemble: PromptEnsemble, tokens: np.ndarray, mask: np.ndar
     return out_scores, (np.concatenate(hiddens)[:rows] if with_hidden else None)
 
 
-def _scores_of(model, ensemble: PromptEnsemble, text_ids: np.ndarray, lengths: np.ndarray, prompts: Sequence[int], *, batch_size: int, with_hidden: bool = False):
+def _scores_of(
+    model,
+    ensemble: PromptEnsemble,
+    text_ids: np.ndarray,
+    lengths: np.ndarray,
+    prompts: Sequence[int],
+    *,
+    batch_size: int,
+    with_hidden: bool = False,
+):
     tokens, mask, _ = ensemble.assemble(text_ids, lengths, prompts)
     p, n, length = tokens.shape
-    scores, hidden = _run_rows(model, ensemble, tokens.reshape(p * n, length), mask.reshape(p * n, length), batch_size=batch_size, with_hidden=with_hidden)
+    scores, hidden = _run_rows(
+        model,
+        ensemble,
+        tokens.reshape(p * n, length),
+        mask.reshape(p * n, length),
+        batch_size=batch_size,
+        with_hidden=with_hidden,
+    )
     scores = scores.reshape(p, n, -1).transpose(1, 0, 2)
     if hidden is not None:
         hidden = hidden.reshape(p, n, -1).transpose(1, 0, 2)
@@ -421,7 +565,14 @@ def _scores_of(model, ensemble: PromptEnsemble, text_ids: np.ndarray, lengths: n
 
 
 # ---------------------------------------------------------------------------- public scoring API
-def prompt_scores(model, ensemble: PromptEnsemble, texts: Sequence[str], *, batch_size: int = 256, return_hidden: bool = False) -> Float[np.ndarray, "n m k"] | tuple[Float[np.ndarray, "n m k"], Float[np.ndarray, "n m dim"]]:
+def prompt_scores(
+    model,
+    ensemble: PromptEnsemble,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    return_hidden: bool = False,
+) -> Float[np.ndarray, "n m k"] | tuple[Float[np.ndarray, "n m k"], Float[np.ndarray, "n m dim"]]:
     """Per-prompt class scores of every input: one jitted forward over all ``m x n`` prompt rows.
 
     ``scores[i, j, c]`` is class ``c``'s score (``ensemble.score``) at the answer position of
@@ -445,7 +596,15 @@ def prompt_scores(model, ensemble: PromptEnsemble, texts: Sequence[str], *, batc
     """
     _check_model(model, ensemble)
     encoded = ensemble.encode_texts(texts)
-    scores, hidden = _scores_of(model, ensemble, encoded.ids, encoded.lengths, range(ensemble.num_prompts), batch_size=batch_size, with_hidden=return_hidden)
+    scores, hidden = _scores_of(
+        model,
+        ensemble,
+        encoded.ids,
+        encoded.lengths,
+        range(ensemble.num_prompts),
+        batch_size=batch_size,
+        with_hidden=return_hidden,
+    )
     return (scores, hidden) if return_hidden else scores
 
 
@@ -458,13 +617,17 @@ def verbalizer_weights(model, ensemble: PromptEnsemble) -> Float[np.ndarray, "k 
         table = np.asarray(model.embed.embedding[...], np.float32)  # [vocab, dim]
     else:
         table = np.asarray(model.lm_head.kernel[...], np.float32).T
-    return np.stack([table[list(group)].mean(axis=0) for group in ensemble.verbalizer.token_ids]).astype(np.float32)
+    return np.stack(
+        [table[list(group)].mean(axis=0) for group in ensemble.verbalizer.token_ids]
+    ).astype(np.float32)
 
 
 def _check_scores(scores) -> np.ndarray:
     scores = np.asarray(scores)
     if scores.ndim != 3 or scores.shape[1] < 1 or scores.shape[2] < 2:
-        raise ValueError(f"scores must have shape [n, m, k] with m >= 1 and k >= 2, got {scores.shape}")
+        raise ValueError(
+            f"scores must have shape [n, m, k] with m >= 1 and k >= 2, got {scores.shape}"
+        )
     if not np.issubdtype(scores.dtype, np.number):
         raise TypeError(f"scores must be numeric, got {scores.dtype}")
     return scores
@@ -489,9 +652,13 @@ def prompt_predictions(scores: Float[np.ndarray, "n m k"]) -> Int[np.ndarray, "n
 def _check_labels(labels, n: int, k: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be an integer array of shape ({n},), got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"labels must be an integer array of shape ({n},), got {labels.dtype} {labels.shape}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= k):
-        raise ValueError(f"labels must be class indices in [0, {k}), got range [{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"labels must be class indices in [0, {k}), got range [{labels.min()}, {labels.max()}]"
+        )
     return labels
 
 
@@ -582,23 +749,37 @@ def attack(
     labels = _check_labels(labels, n, k)
     if target == "ensemble":
         prompts = list(range(ensemble.num_prompts))
-    elif isinstance(target, int | np.integer) and not isinstance(target, bool) and 0 <= target < ensemble.num_prompts:
+    elif (
+        isinstance(target, int | np.integer)
+        and not isinstance(target, bool)
+        and 0 <= target < ensemble.num_prompts
+    ):
         prompts = [int(target)]
     else:
-        raise ValueError(f"target must be 'ensemble' or a template index in [0, {ensemble.num_prompts}), got {target!r}")
+        raise ValueError(
+            f"target must be 'ensemble' or a template index in [0, {ensemble.num_prompts}), got {target!r}"
+        )
     if not isinstance(budget, int | np.integer) or budget < 0:
         raise ValueError(f"budget must be a non-negative int, got {budget!r}")
-    if candidates_per_position is not None and (not isinstance(candidates_per_position, int | np.integer) or candidates_per_position < 1):
-        raise ValueError(f"candidates_per_position must be a positive int or None, got {candidates_per_position!r}")
+    if candidates_per_position is not None and (
+        not isinstance(candidates_per_position, int | np.integer) or candidates_per_position < 1
+    ):
+        raise ValueError(
+            f"candidates_per_position must be a positive int or None, got {candidates_per_position!r}"
+        )
     vocab = model.config.vocab_size
     protected = np.asarray(sorted({int(t) for t in protected_tokens}), np.int64)
     label_ids = {t for g in ensemble.verbalizer.token_ids for t in g}
     if allowed_tokens is None:
-        allowed = np.array([t for t in range(vocab) if t not in label_ids and t != ensemble.pad_id], np.int64)
+        allowed = np.array(
+            [t for t in range(vocab) if t not in label_ids and t != ensemble.pad_id], np.int64
+        )
     else:
         allowed = np.asarray(sorted({int(t) for t in allowed_tokens}), np.int64)
         if allowed.size and (allowed.min() < 0 or allowed.max() >= vocab):
-            raise ValueError(f"allowed_tokens must be token ids in [0, {vocab}), got range [{allowed.min()}, {allowed.max()}]")
+            raise ValueError(
+                f"allowed_tokens must be token ids in [0, {vocab}), got range [{allowed.min()}, {allowed.max()}]"
+            )
     allowed = allowed[~np.isin(allowed, protected)]
     if allowed.size == 0:
         raise ValueError("no substitute tokens: allowed_tokens minus protected_tokens is empty")
@@ -626,9 +807,25 @@ def attack(
         if candidates_per_position is None or candidates_per_position >= allowed.size:
             per_pos = np.broadcast_to(allowed, (idx.size, width, allowed.size))
         else:
-            rival = np.argmax(np.where(np.arange(k)[None, :] == labels[idx, None], -np.inf, agg[idx]), axis=-1)
-            grads = _text_gradients(graphdef, state, ensemble, sub_ids, sub_len, prompts, labels[idx], rival, class_ids, class_mask, batch_size)
-            estimate = grads @ table[allowed].T - np.sum(grads * table[sub_ids], axis=-1)[..., None]  # [a, T, A]
+            rival = np.argmax(
+                np.where(np.arange(k)[None, :] == labels[idx, None], -np.inf, agg[idx]), axis=-1
+            )
+            grads = _text_gradients(
+                graphdef,
+                state,
+                ensemble,
+                sub_ids,
+                sub_len,
+                prompts,
+                labels[idx],
+                rival,
+                class_ids,
+                class_mask,
+                batch_size,
+            )
+            estimate = (
+                grads @ table[allowed].T - np.sum(grads * table[sub_ids], axis=-1)[..., None]
+            )  # [a, T, A]
             estimate = np.where(allowed[None, None, :] == sub_ids[..., None], np.inf, estimate)
             top = np.argsort(estimate, axis=-1, kind="stable")[..., :candidates_per_position]
             per_pos = allowed[top]
@@ -646,13 +843,18 @@ def attack(
             break
         cand_ids = np.stack(cand_rows)
         owners = np.array([o[0] for o in cand_owner])
-        cand_scores, _ = _scores_of(model, ensemble, cand_ids, lengths[owners], prompts, batch_size=batch_size)
+        cand_scores, _ = _scores_of(
+            model, ensemble, cand_ids, lengths[owners], prompts, batch_size=batch_size
+        )
         cand_agg = cand_scores.sum(axis=1)
         cand_margin = _margin(cand_agg, labels[owners])
         for i in idx:
             mine = np.flatnonzero(owners == i)
             best = mine[np.argmin(cand_margin[mine])]
-            if cand_margin[best] < margin[i] or not _correct(cand_agg[best : best + 1], labels[i : i + 1])[0]:
+            if (
+                cand_margin[best] < margin[i]
+                or not _correct(cand_agg[best : best + 1], labels[i : i + 1])[0]
+            ):
                 ids[i] = cand_ids[best]
                 editable[i, cand_owner[best][1]] = False
                 margin[i] = cand_margin[best]
@@ -662,10 +864,31 @@ def attack(
                 active[i] = False  # no substitution helps: a local optimum
         active &= _correct(agg, labels) & editable.any(axis=1)
 
-    return AttackResult(ids, lengths, clean_correct, _correct(agg, labels), substitutions, clean_margin, _margin(agg, labels), target)
+    return AttackResult(
+        ids,
+        lengths,
+        clean_correct,
+        _correct(agg, labels),
+        substitutions,
+        clean_margin,
+        _margin(agg, labels),
+        target,
+    )
 
 
-def _text_gradients(graphdef, state, ensemble, text_ids, lengths, prompts, labels, rival, class_ids, class_mask, batch_size) -> np.ndarray:
+def _text_gradients(
+    graphdef,
+    state,
+    ensemble,
+    text_ids,
+    lengths,
+    prompts,
+    labels,
+    rival,
+    class_ids,
+    class_mask,
+    batch_size,
+) -> np.ndarray:
     """``dM/de_t`` for every input token: ``[n, T, dim]``, summed over the attacked prompts."""
     tokens, mask, text_pos = ensemble.assemble(text_ids, lengths, prompts)
     p, n, length = tokens.shape
@@ -689,7 +912,18 @@ def _text_gradients(graphdef, state, ensemble, text_ids, lengths, prompts, label
     grads = []
     for s in range(0, total, chunk):
         sl = slice(s, s + chunk)
-        g = _margin_embedding_grad(graphdef, state, jnp.asarray(pt[sl]), jnp.asarray(pm[sl]), jnp.asarray(class_ids), jnp.asarray(class_mask), jnp.asarray(tr[sl]), jnp.asarray(rr[sl]), jnp.asarray(weight[sl]), score=ensemble.score)
+        g = _margin_embedding_grad(
+            graphdef,
+            state,
+            jnp.asarray(pt[sl]),
+            jnp.asarray(pm[sl]),
+            jnp.asarray(class_ids),
+            jnp.asarray(class_mask),
+            jnp.asarray(tr[sl]),
+            jnp.asarray(rr[sl]),
+            jnp.asarray(weight[sl]),
+            score=ensemble.score,
+        )
         grads.append(np.asarray(g))
     grads = np.concatenate(grads)[: p * n, seq - length :].reshape(p, n, length, -1)
     out = np.zeros((n, text_ids.shape[1], grads.shape[-1]), np.float32)
@@ -714,10 +948,16 @@ def robust_accuracy(
       ``{"clean": {"single": [m], "ensemble"}, "robust": {"single": [m], "ensemble"},
       "results": {"single": [AttackResult], "ensemble": AttackResult}}``.
     """
-    singles = [attack(model, ensemble, texts, labels, target=j, **attack_kwargs) for j in range(ensemble.num_prompts)]
+    singles = [
+        attack(model, ensemble, texts, labels, target=j, **attack_kwargs)
+        for j in range(ensemble.num_prompts)
+    ]
     joint = attack(model, ensemble, texts, labels, target="ensemble", **attack_kwargs)
     return {
         "clean": {"single": [r.clean_accuracy for r in singles], "ensemble": joint.clean_accuracy},
-        "robust": {"single": [r.robust_accuracy for r in singles], "ensemble": joint.robust_accuracy},
+        "robust": {
+            "single": [r.robust_accuracy for r in singles],
+            "ensemble": joint.robust_accuracy,
+        },
         "results": {"single": singles, "ensemble": joint},
     }
