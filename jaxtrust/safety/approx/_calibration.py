@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import ArrayLike, Bool, Int
 
 from jaxtrust.models.hooks import ModelHooks
 from jaxtrust.safety.approx._base import LINEAR_INPUT_SITES, SITES, FrozenArray, Technique
@@ -79,8 +80,8 @@ class ActivationRecord:
 
 def record_activations(
     model,
-    tokens,
-    attention_mask=None,
+    tokens: Int[ArrayLike, "batch seq"],
+    attention_mask: Bool[ArrayLike, "batch seq"] | None = None,
     *,
     sites: Sequence[str] = LINEAR_INPUT_SITES,
     max_rows: int = 256,
@@ -218,8 +219,8 @@ def _fit_let(x: np.ndarray, w: np.ndarray, bits: int, steps: int, learning_rate:
 def calibrate(
     techniques: Technique | Sequence[Technique],
     model,
-    tokens,
-    attention_mask=None,
+    tokens: Int[ArrayLike, "batch seq"],
+    attention_mask: Bool[ArrayLike, "batch seq"] | None = None,
     *,
     max_rows: int = 256,
     seed: int = 0,

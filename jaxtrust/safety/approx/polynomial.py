@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erf
+from jaxtyping import Array, Bool, Float
 
 from jaxtrust.models.hooks import MASK_VALUE
 from jaxtrust.safety.approx._base import Technique
@@ -160,7 +161,7 @@ STATED_MAX_ERROR = {
 DEFAULT_EXP = {"iron": (6, 13.0), "bolt": (6, 13.0), "bumblebee": (6, 13.0), "nexus": (7, 128.0)}
 
 
-def exact_activation(kind: str, x: jax.Array) -> jax.Array:
+def exact_activation(kind: str, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
     """Exact GELU (erf form) or SiLU."""
     if kind == "gelu":
         return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
@@ -214,7 +215,7 @@ def _poly(x: jax.Array, spec: dict) -> jax.Array:
     return y + 0.5 * x if spec["half_x"] else y
 
 
-def composite_sign(x: jax.Array) -> jax.Array:
+def composite_sign(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
     """Cheon et al.'s composite sign ``f4(f4(g4(g4(x))))`` for ``x`` in [-1, 1] (odd, degree 9 each)."""
 
     def f4(t):
@@ -280,7 +281,9 @@ def iron_activation(kind: str, x: jax.Array, *, exp_squarings: int, frac_bits: i
     return _fixed(y, frac_bits).astype(x.dtype)
 
 
-def exp_approx(x: jax.Array, *, squarings: int, threshold: float) -> jax.Array:
+def exp_approx(
+    x: Float[Array, "*shape"], *, squarings: int, threshold: float
+) -> Float[Array, "*shape"]:
     """``(1 + x/2^r)^(2^r)`` on ``[-threshold, 0]``, 0 below (x <= 0 assumed)."""
     base = 1.0 + jnp.maximum(x, -threshold) / 2.0**squarings
     e = base
@@ -290,8 +293,12 @@ def exp_approx(x: jax.Array, *, squarings: int, threshold: float) -> jax.Array:
 
 
 def softmax_approx(
-    scores: jax.Array, mask: jax.Array, *, squarings: int, threshold: float
-) -> jax.Array:
+    scores: Float[Array, "*batch keys"],
+    mask: Bool[Array, "*mask_batch keys"],
+    *,
+    squarings: int,
+    threshold: float,
+) -> Float[Array, "*batch keys"]:
     """Masked softmax with the polynomial exp; a fully masked row is uniform, as the exact one."""
     s = jnp.where(mask, scores, MASK_VALUE)
     x = s - jnp.max(s, axis=-1, keepdims=True)

@@ -36,6 +36,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from jaxtrust.safety.approx._base import (
     LINEAR_INPUT_SITES,
@@ -72,7 +73,7 @@ def _reduce_axes(x: jax.Array, granularity: str) -> tuple[int, ...]:
 
 
 def fake_quantize(
-    x: jax.Array,
+    x: Float[Array, "*batch dim"],
     bits: int,
     *,
     granularity: str = "per_token",
@@ -80,7 +81,7 @@ def fake_quantize(
     clip_max: jax.Array | float = 1.0,
     clip_min: jax.Array | float = 1.0,
     ste: bool = False,
-) -> jax.Array:
+) -> Float[Array, "*batch dim"]:
     """Quantize and dequantize ``x`` (features on the last axis) to ``bits`` bits.
 
     Symmetric: ``step = clip_max * max|x| / (2^(b-1) - 1)``, ``q = clip(round(x / step),
@@ -244,8 +245,15 @@ class OmniQuant(Technique):
 
 
 def let_quantize(
-    x: jax.Array, bits: int, scales: jax.Array, shifts: jax.Array, gamma, beta, *, ste: bool = False
-) -> jax.Array:
+    x: Float[Array, "*batch dim"],
+    bits: int,
+    scales: Float[Array, " dim"],
+    shifts: Float[Array, " dim"],
+    gamma,
+    beta,
+    *,
+    ste: bool = False,
+) -> Float[Array, "*batch dim"]:
     """OmniQuant's LET activation path: ``Q((x - delta) / s) * s + delta`` (asymmetric per token)."""
     lead = (1,) * (x.ndim - 1)
     s = scales.reshape(lead + scales.shape).astype(jnp.float32)

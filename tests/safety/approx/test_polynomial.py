@@ -104,7 +104,7 @@ def test_exp_approximation(name):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), keys=st.integers(1, 12), masked=st.integers(0, 11))
+@given(seed=st.integers(0, 2**31 - 1), keys=st.sampled_from([1, 5, 12]), masked=st.integers(0, 11))
 def test_softmax_approx_is_a_masked_distribution_close_to_softmax(seed, keys, masked):
     rng = np.random.default_rng(seed)
     scores = rng.normal(scale=3.0, size=(3, keys)).astype(np.float32)
