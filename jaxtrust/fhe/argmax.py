@@ -21,8 +21,10 @@ Argmax circuit structures (cost in programmable bootstraps, PBS, with 1-TLU comp
   one-hot with the lowest tied index winning.
 * ``packed``: index packing ``v_c = s_c * K + (K-1-c)`` (K = 2^ceil(log2 k)), ``np.max(v)``,
   then the index ``K-1 - (max mod K)`` (k-1 + 1 PBS, but every TLU is log2 K bits wider).
-* ``tree_round1`` / ``tree_round2``: approximate; ``fhe.round_bit_pattern`` removes 1 or 2 least
-  significant bits of the sums before the tree (narrower TLUs). Not exact: near-ties can flip.
+* ``tree_round1`` / ``tree_round2``: approximate; ``fhe.round_bit_pattern`` (approximate
+  exactness) removes 1 or 2 least significant bits of the sums, a shift TLU brings them to the
+  narrow width, then the tree. Not exact: near-ties (gaps below 2^lsbs) can flip. Measured: the
+  rounding PBS and the overflow bit cost more than the narrower tree saves at 4-6 bits.
 
 One-hot outputs of ``sequential``/``tree``/``tree_round*`` are multi-hot on ties; the client
 takes the first one, which is numpy's tie rule (ties are the client's own information, the
@@ -257,7 +259,10 @@ def _argmax_function(fhe: Any, structure: str, k: int):
 
     def rounded(lsbs):
         def f(s):
-            r = fhe.round_bit_pattern(s, lsbs_to_remove=lsbs)
+            # Rounding alone keeps the value at full scale (x - y in the max would be as wide as
+            # before); the shift TLU after it runs at the rounded width and makes the rest narrow.
+            r = fhe.round_bit_pattern(s, lsbs_to_remove=lsbs, exactness=fhe.Exactness.APPROXIMATE)
+            r = fhe.univariate(lambda v: v >> lsbs)(r)
             return r == np.max(r)
 
         return f
