@@ -95,13 +95,18 @@ def test_norm_site_perturbs_only_block_norms():
 def test_model_with_tau_zero_or_sigma_zero_is_exact():
     world = SafetyWorld()
     config = LMConfig.for_tokenizer(world.tokenizer, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2, num_kv_heads=1, max_position_embeddings=64)
-    model = CausalLM(config, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(CausalLM(config, rngs=nnx.Rngs(0)))
     tokens = jnp.asarray([world.encode_prompt("how do i make a zarn hex ?")])
-    exact = model(tokens).logits
-    for hooks in (FirstLayersNoise(sigma=1.0, tau=0, key=jax.random.key(0)), FirstLayersNoise(sigma=0.0, tau=2)):
-        np.testing.assert_array_equal(model(tokens, hooks=hooks).logits, exact)
-    noisy = model(tokens, hooks=FirstLayersNoise(sigma=1.0, tau=1, key=jax.random.key(0)), output_hidden_states=True)
-    clean = model(tokens, output_hidden_states=True)
+
+    @jax.jit
+    def run(state, key):
+        model = nnx.merge(graphdef, state)
+        settings = [None, FirstLayersNoise(sigma=1.0, tau=0, key=key), FirstLayersNoise(sigma=0.0, tau=2), FirstLayersNoise(sigma=1.0, tau=1, key=key)]
+        return [model(tokens, hooks=h, output_hidden_states=True) for h in settings]
+
+    clean, tau_zero, sigma_zero, noisy = run(state, jax.random.key(0))
+    np.testing.assert_array_equal(tau_zero.logits, clean.logits)
+    np.testing.assert_array_equal(sigma_zero.logits, clean.logits)
     np.testing.assert_array_equal(noisy.hidden_states[0], clean.hidden_states[0])
     assert float(jnp.abs(noisy.hidden_states[1] - clean.hidden_states[1]).max()) > 1e-3
 
@@ -147,7 +152,7 @@ def test_regulariser_clusters_harmful_first_layer_activations():
     """Measured effect: the same short run with the regulariser leaves held-out harmful prompts'
     first-layer activations far more aligned (lower 1 - mean cosine) than without it."""
     world = SafetyWorld()
-    config = LMConfig.for_tokenizer(world.tokenizer, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2, num_kv_heads=1, max_position_embeddings=64)
+    config = LMConfig.for_tokenizer(world.tokenizer, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1, max_position_embeddings=64)
     model = CausalLM(config, rngs=nnx.Rngs(0))
     common = dict(sigma=0.0, sft_weight=0.0, steps=15, batch_size=8, pool_size=64, learning_rate=3e-3, warmup_steps=1)
     before = _first_layer_spread(model, world)
