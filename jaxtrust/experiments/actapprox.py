@@ -93,6 +93,7 @@ class ActApproxConfig:
     quada_sigmas: tuple[float, ...] = (0.0, 0.4, 1.0, 1.5)
     smollm2: bool = False
     smollm2_prompts: int = 40
+    smollm2_max_new_tokens: int = 48
     smollm2_sigmas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4)
 
 
@@ -396,19 +397,27 @@ def _smollm2_audit(config: ActApproxConfig, ctx: RunContext) -> dict | None:
     ids = [tok.encode(format_chat(tok, p), add_special_tokens=False) for p in prompts]
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    # Held-out text: the Python standard library's docstrings (a real corpus shipped with Python).
-    import json as _json
+    # Held-out text and calibration text: docstrings of the Python standard library (a real
+    # English corpus shipped with Python), disjoint modules for the two.
+    import argparse
+    import functools
+    import inspect
+    import logging
+    import subprocess
 
-    text = " ".join((_json.__doc__ or "").split() + (math.__doc__ or "").split() + (dataclasses.__doc__ or "").split())
-    text_ids = tok.encode(text, add_special_tokens=False)[:256]
-    ppl_tokens = np.asarray([text_ids], np.int32)
+    def text_ids(modules, n):
+        text = " ".join(" ".join((inspect.getdoc(m) or "").split()) for m in modules)
+        return np.asarray([tok.encode(text, add_special_tokens=False)[:n]], np.int32)
+
+    ppl_tokens = text_ids((subprocess, argparse, logging), 256)
     ppl_mask = np.ones_like(ppl_tokens, bool)
+    calib_tokens = text_ids((json, dataclasses, functools, math), 128)
     parsed = [parse_technique(spec) for spec in config.techniques]
-    calibrated = calibrate(tuple(parsed), model, jnp.asarray(ppl_tokens[:, :128]), jnp.asarray(ppl_mask[:, :128]))
+    calibrated = calibrate(tuple(parsed), model, jnp.asarray(calib_tokens), jnp.ones(calib_tokens.shape, bool))
 
     def run(techniques, what):
         hooked = HookedLM(model, tuple(techniques), seed=0)
-        out = generate(hooked, ids, max_new_tokens=48, stop_tokens=(eos,), pad_id=pad)
+        out = generate(hooked, ids, max_new_tokens=config.smollm2_max_new_tokens, stop_tokens=(eos,), pad_id=pad)
         responses = [tok.decode([t for t in row if t not in (eos, pad)]) for row in np.asarray(out.tokens).tolist()]
         asr = keyword_attack_success_rate(responses)
         ppl = perplexity(hooked, ppl_tokens, ppl_mask)
