@@ -140,21 +140,33 @@ def technique_label(t) -> str:
     return label
 
 
+_NOISE_STRENGTH_FIELD = {"gaussian_noise": "sigma", "laplace_noise": "scale"}
+
+
 class HookedLM(nnx.Module):
     """A causal LM that always runs under the hooks of fixed approximation techniques.
 
     :func:`jaxtrust.models.generate` and :func:`jaxtrust.zoo.generate_responses` take no hooks;
     wrapping the model makes the techniques part of its graph definition, so every compiled
     prefill/decode/forward is specific to (and re-used for) one technique setting, while the
-    weights stay ordinary state (models of one architecture share the compiled programs).
+    weights stay ordinary state (models of one architecture share the compiled programs). Noise
+    strengths are state too (traced), so a whole noise sweep over one layer range compiles once.
     Noise techniques draw from ``fold_in(key, cache index)``: fresh noise at every decoding step.
     """
 
     def __init__(self, model, techniques: tuple, seed: int = 0):
         self.lm = model
         self.config = model.config
-        self.techniques = tuple(techniques)
+        static, strengths = [], []
+        for t in techniques:
+            field = _NOISE_STRENGTH_FIELD.get(t.name)
+            if field is not None:
+                strengths.append(float(getattr(t, field)))
+                t = dataclasses.replace(t, **{field: 1.0})  # placeholder; the real value is traced
+            static.append(t)
+        self.techniques = tuple(static)
         self.noisy = any(getattr(t, "needs_rng", False) for t in self.techniques)
+        self.strengths = nnx.Variable(jnp.asarray(strengths, jnp.float32))
         self.key = nnx.Variable(jax.random.key_data(jax.random.key(seed)))
 
     def __call__(self, tokens, *, cache=None, **kwargs):
@@ -163,11 +175,19 @@ class HookedLM(nnx.Module):
         if not self.techniques:
             return self.lm(tokens, cache=cache, **kwargs)
         rng = None
+        techniques = list(self.techniques)
         if self.noisy:
             rng = jax.random.wrap_key_data(self.key[...])
             if cache is not None:
                 rng = jax.random.fold_in(rng, cache.index)
-        hooks = approx_hooks(self.techniques, self.config, rng=rng)
+            strengths = self.strengths[...]
+            i = 0
+            for j, t in enumerate(techniques):
+                field = _NOISE_STRENGTH_FIELD.get(t.name)
+                if field is not None:
+                    techniques[j] = dataclasses.replace(t, **{field: strengths[i]})
+                    i += 1
+        hooks = approx_hooks(tuple(techniques), self.config, rng=rng)
         return self.lm(tokens, cache=cache, hooks=hooks, **kwargs)
 
 
