@@ -186,6 +186,16 @@ def _fit_let_layers(init, x, w, *, bits: int, steps: int, learning_rate: float):
     return jax.vmap(fit_one)(init, x, w)
 
 
+def _output_factor(w: np.ndarray) -> np.ndarray:
+    """A factor F with ``F F^T = W W^T`` and at most ``dim`` columns: ``|E W| = |E F|`` for every
+    error E, so the reconstruction loss costs rows x dim x min(dim, out) per step."""
+    if w.shape[-1] <= w.shape[-2]:
+        return w
+    gram = np.einsum("ldo,leo->lde", w.astype(np.float64), w.astype(np.float64))
+    eigvals, eigvecs = np.linalg.eigh(gram)
+    return (eigvecs * np.sqrt(np.maximum(eigvals, 0.0))[:, None, :]).astype(np.float32)
+
+
 def _fit_let(x: np.ndarray, w: np.ndarray, bits: int, steps: int, learning_rate: float):
     """OmniQuant LET + clipping for all layers of one site: x [L, rows, dim], w [L, dim, out].
 
@@ -204,7 +214,7 @@ def _fit_let(x: np.ndarray, w: np.ndarray, bits: int, steps: int, learning_rate:
     p = _fit_let_layers(
         init,
         jnp.asarray(x),
-        jnp.asarray(w),
+        jnp.asarray(_output_factor(w)),
         bits=bits,
         steps=steps,
         learning_rate=float(learning_rate),

@@ -205,9 +205,9 @@ class OmniQuant(Technique):
     sites: ClassVar[tuple[str, ...]] = LINEAR_INPUT_SITES
     needs_calibration: ClassVar[bool] = True
     bits: int = 8
-    steps: int = 100
+    steps: int = 50
     learning_rate: float = 5e-3
-    rows: int = 256
+    rows: int = 128
     params: tuple[tuple[FrozenArray, FrozenArray, FrozenArray], ...] | None = None
 
     def __post_init__(self):

@@ -117,3 +117,18 @@ def test_bad_quantizer_arguments():
         technique("smoothquant", alpha=1.5)
     with pytest.raises(ValueError, match="steps"):
         technique("omniquant", steps=-1)
+
+
+def test_output_factor_preserves_the_reconstruction_error():
+    # OmniQuant's per-layer loss |E W|^2 is computed as |E F|^2 with a narrower F (F F^T = W W^T)
+    from jaxtrust.safety.approx._calibration import _output_factor
+
+    rng = np.random.default_rng(0)
+    for out in (6, 20):
+        w = rng.standard_normal((2, 8, out)).astype(np.float32)
+        f = _output_factor(w)
+        assert f.shape == (2, 8, min(8, out))
+        e = rng.standard_normal((2, 5, 8))
+        np.testing.assert_allclose(
+            np.sum((e @ f) ** 2, axis=(1, 2)), np.sum((e @ w) ** 2, axis=(1, 2)), rtol=1e-4
+        )
