@@ -6,17 +6,17 @@ seven techniques in three families. Here each is a frozen, hashable configuratio
 (``family``, ``name``, a ``strength``, ``layers``), composed into one
 :class:`~jaxtrust.models.ModelHooks` so any jaxtrust LM runs approximated without code edits:
 
-==============  ===========  ==========================================================  ===========================
-family          name         reference                                                   reproduction
-==============  ===========  ==========================================================  ===========================
-polynomial      iron         Hao et al., Iron, NeurIPS 2022                              stand-in (fixed-point tanh)
-polynomial      bolt         Pang et al., BOLT, IEEE S&P 2024                            faithful GELU polynomial
-polynomial      bumblebee    Lu et al., BumbleBee, NDSS 2025                             faithful GELU polynomial
-polynomial      nexus        Zhang et al., NEXUS, NDSS 2025                              faithful GELU polynomial
-sparsification  teal         Liu et al., TEAL, ICLR 2025                                 faithful (uniform variant)
-quantization    smoothquant  Xiao et al., SmoothQuant, ICML 2023                         faithful (W16, per-token)
-quantization    omniquant    Shao et al., OmniQuant, ICLR 2024                           closest variant (LET+clip)
-==============  ===========  ==========================================================  ===========================
+==============  ===========  ===================================  ==========================
+family          name         reference                            reproduction
+==============  ===========  ===================================  ==========================
+polynomial      iron         Hao et al., Iron, NeurIPS 2022       stand-in (fixed-point tanh)
+polynomial      bolt         Pang et al., BOLT, IEEE S&P 2024     faithful GELU polynomial
+polynomial      bumblebee    Lu et al., BumbleBee, NDSS 2025      faithful GELU polynomial
+polynomial      nexus        Zhang et al., NEXUS, NDSS 2025       faithful GELU polynomial
+sparsification  teal         Liu et al., TEAL, ICLR 2025          faithful (uniform variant)
+quantization    smoothquant  Xiao et al., SmoothQuant, ICML 2023  faithful (W16, per-token)
+quantization    omniquant    Shao et al., OmniQuant, ICLR 2024    closest variant (LET+clip)
+==============  ===========  ===================================  ==========================
 
 Also: ``cats`` (Lee et al., CATS, COLM 2024; sparsification of the MLP activation) and the
 paper's noise proxies ``gaussian_noise`` (sigma, on the FFN activation) and ``laplace_noise``
@@ -29,7 +29,8 @@ Example::
     from jaxtrust.safety.approx import technique, calibrate, approx_hooks
     techs = calibrate([technique("teal", sparsity=0.5, layers=(0, 4))], model, tokens, mask)
     logits = model(tokens, attention_mask=mask, hooks=approx_hooks(techs, model.config)).logits
-    noisy = approx_hooks(technique("gaussian_noise", sigma=0.05), model.config, rng=jax.random.key(0))
+    noise = technique("gaussian_noise", sigma=0.05, layers=(0, 2))  # early layers only
+    noisy = approx_hooks(noise, model.config, rng=jax.random.key(0))
 """
 
 from __future__ import annotations

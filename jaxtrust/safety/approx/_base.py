@@ -181,7 +181,7 @@ class Technique:
         return site in self.sites and not self.is_identity
 
     def apply(self, site: str, x: jax.Array, layer, key: jax.Array | None) -> jax.Array:
-        """The approximated value at ``site`` for ``layer`` (all layers; range applied by transform)."""
+        """The approximated value at ``site`` for ``layer`` (``transform`` applies the range)."""
         raise NotImplementedError
 
     def transform(self, site: str, x: jax.Array, layer, key: jax.Array | None = None) -> jax.Array:
@@ -193,9 +193,11 @@ class Technique:
         """Raise if the technique does not fit a model (layer range, calibrated shapes)."""
         if self.layers is not None and self.layers[1] > config.num_layers:
             raise ValueError(
-                f"{self.name}: layers={self.layers} reaches beyond the model's {config.num_layers} layers (stop must be <= {config.num_layers})"
+                f"{self.name}: layers={self.layers} reaches beyond the model's "
+                f"{config.num_layers} layers (stop must be <= {config.num_layers})"
             )
         if self.needs_calibration and not self.is_identity and not self.is_calibrated:
             raise ValueError(
-                f"{self.name} needs calibration data: call jaxtrust.safety.approx.calibrate(techniques, model, tokens, attention_mask) first"
+                f"{self.name} needs calibration data: call "
+                "jaxtrust.safety.approx.calibrate(techniques, model, tokens, attention_mask) first"
             )

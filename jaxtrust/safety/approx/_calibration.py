@@ -29,7 +29,7 @@ _NORM_SITES = {"attn_norm": "attn_input", "mlp_norm": "mlp_input"}
 
 @dataclasses.dataclass(frozen=True)
 class _RecordingHooks(ModelHooks):
-    """Exact hooks that send the values at ``sites`` to a host-side recorder (jax.debug.callback)."""
+    """Exact hooks sending the values at ``sites`` to a host recorder (jax.debug.callback)."""
 
     sites: tuple[str, ...] = ()
     recorder: Any = dataclasses.field(default=None, compare=False, hash=False)

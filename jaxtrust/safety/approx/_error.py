@@ -50,5 +50,6 @@ def approximation_error(technique: Technique, *, reduce: str = "max", **kwargs) 
             else strength
         )
     raise TypeError(
-        f"the error of {type(technique).__name__} depends on the data; measure it on calibration activations (record_activations)"
+        f"the error of {type(technique).__name__} depends on the data; measure it on calibration "
+        "activations (record_activations)"
     )

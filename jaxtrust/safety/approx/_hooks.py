@@ -116,7 +116,8 @@ def approx_hooks(
     for t in techniques:
         if not isinstance(t, Technique):
             raise TypeError(
-                f"techniques must be Technique objects (see jaxtrust.safety.approx.technique), got {t!r}"
+                "techniques must be Technique objects (see jaxtrust.safety.approx.technique), "
+                f"got {t!r}"
             )
         t.check_model(config)
         if isinstance(t, Polynomial) and t.activation:

@@ -216,7 +216,7 @@ def _poly(x: jax.Array, spec: dict) -> jax.Array:
 
 
 def composite_sign(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-    """Cheon et al.'s composite sign ``f4(f4(g4(g4(x))))`` for ``x`` in [-1, 1] (odd, degree 9 each)."""
+    """Cheon et al.'s composite sign ``f4(f4(g4(g4(x))))`` on [-1, 1] (odd, degree 9 each)."""
 
     def f4(t):
         return (35 * t**9 - 180 * t**7 + 378 * t**5 - 420 * t**3 + 315 * t) / 2**7
@@ -355,7 +355,8 @@ class Polynomial(Technique):
             raise ValueError(f"exp_squarings must be an int in [1, 12], got {self.exp_squarings!r}")
         if not self.exp_threshold > 0 or self.exp_threshold > 2.0**self.exp_squarings:
             raise ValueError(
-                f"exp_threshold must be in (0, 2^exp_squarings = {2**self.exp_squarings}], got {self.exp_threshold!r}"
+                f"exp_threshold must be in (0, 2^exp_squarings = {2**self.exp_squarings}], got "
+                f"{self.exp_threshold!r}"
             )
         if not isinstance(self.iron_frac_bits, int) or not 4 <= self.iron_frac_bits <= 24:
             raise ValueError(
@@ -408,7 +409,8 @@ def polynomial_error(
     """
     if not isinstance(technique, Polynomial):
         raise TypeError(
-            f"polynomial_error measures polynomial techniques, got {type(technique).__name__} (use quantization_error for quantizers)"
+            f"polynomial_error measures polynomial techniques, got {type(technique).__name__} "
+            "(use quantization_error for quantizers)"
         )
     if reduce not in ("max", "mean"):
         raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")
@@ -420,7 +422,8 @@ def polynomial_error(
         lo, hi = interval or (-16.0, 0.0)
         if hi > 0:
             raise ValueError(
-                f"the softmax exp is evaluated on x <= 0 (scores minus their max), got interval {interval}"
+                "the softmax exp is evaluated on x <= 0 (scores minus their max), got interval "
+                f"{interval}"
             )
         x = jnp.linspace(lo, hi, num, dtype=jnp.float32)
         err = jnp.abs(

@@ -65,7 +65,8 @@ class _Sparsity(Technique):
         expected = (config.num_layers, len(self.sites))
         if self.thresholds is not None and self.thresholds.shape != expected:
             raise ValueError(
-                f"{self.name}: thresholds have shape {self.thresholds.shape}, the model needs {expected}; calibrate on this model"
+                f"{self.name}: thresholds have shape {self.thresholds.shape}, the model needs "
+                f"{expected}; calibrate on this model"
             )
 
     def apply(self, site, x, layer, key):
