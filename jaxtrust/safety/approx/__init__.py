@@ -82,6 +82,55 @@ _FACTORIES = {
     "laplace_noise": LaplaceNoise,
 }
 KNOWN_TECHNIQUES: tuple[str, ...] = tuple(_FACTORIES)
+REFERENCES: dict[str, tuple[str, str, str]] = {
+    "iron": (
+        "polynomial",
+        "Hao et al., Iron: Private Inference on Transformers, NeurIPS 2022",
+        "stand-in: fixed-point tanh/sigmoid GELU/SiLU",
+    ),
+    "bolt": (
+        "polynomial",
+        "Pang et al., BOLT, IEEE S&P 2024",
+        "faithful GELU polynomial; SiLU refit",
+    ),
+    "bumblebee": (
+        "polynomial",
+        "Lu et al., BumbleBee, NDSS 2025",
+        "faithful GELU polynomial; SiLU refit",
+    ),
+    "nexus": (
+        "polynomial",
+        "Zhang et al., Secure Transformer Inference Made Non-interactive (NEXUS), NDSS 2025",
+        "faithful GELU polynomial and regions; SiLU refit",
+    ),
+    "teal": (
+        "sparsification",
+        "Liu et al., Training-Free Activation Sparsity in LLMs (TEAL), ICLR 2025",
+        "faithful, uniform sparsity",
+    ),
+    "cats": ("sparsification", "Lee et al., CATS, COLM 2024", "faithful thresholding"),
+    "smoothquant": (
+        "quantization",
+        "Xiao et al., SmoothQuant, ICML 2023",
+        "faithful W16 per-token activation quantization",
+    ),
+    "omniquant": (
+        "quantization",
+        "Shao et al., OmniQuant, ICLR 2024",
+        "closest variant: LET + learned clipping, per-layer reconstruction",
+    ),
+    "gaussian_noise": (
+        "noise",
+        "Zhang et al., Activation Approximations ... Safety (QuadA), USENIX Sec. 2025",
+        "faithful noise proxy",
+    ),
+    "laplace_noise": (
+        "noise",
+        "Zhang et al., Activation Approximations ... Safety (QuadA), USENIX Sec. 2025",
+        "faithful noise proxy",
+    ),
+}
+"""name -> (family, reference, what is reproduced), for reports."""
 _STRENGTH_PARAM = {
     "teal": "sparsity",
     "cats": "sparsity",
@@ -128,6 +177,7 @@ __all__ = [
     "KNOWN_TECHNIQUES",
     "LINEAR_INPUT_SITES",
     "POLYNOMIALS",
+    "REFERENCES",
     "SITES",
     "STATED_MAX_ERROR",
     "TECHNIQUES",

@@ -86,6 +86,7 @@ def record_activations(
     sites: Sequence[str] = LINEAR_INPUT_SITES,
     max_rows: int = 256,
     levels: Sequence[float] = (),
+    max_quantile_entries: int = 1 << 22,
     seed: int = 0,
 ) -> ActivationRecord:
     """Run the exact model once and record the activations at ``sites``.
@@ -95,7 +96,9 @@ def record_activations(
       tokens: ``[batch, seq]`` int calibration tokens; attention_mask: ``[batch, seq]`` bool.
       sites: which sites (``jaxtrust.safety.approx.SITES``).
       max_rows: size of the token subsample kept per layer and site.
-      levels: quantile levels of |x| to compute over all real entries (TEAL/CATS thresholds).
+      levels: quantile levels of |x| to compute over all real entries (TEAL/CATS thresholds);
+        beyond ``max_quantile_entries`` entries per layer and site, over a uniform subsample
+        of that size (quantile error ~1e-3 in probability).
       seed: seed of the token subsample.
     """
     unknown = [s for s in sites if s not in SITES]
@@ -127,7 +130,13 @@ def record_activations(
         rows[site][layer] = real[chosen]
         absmax[site][layer] = np.abs(real).max(axis=0)
         if levels:
-            quantiles[site][layer] = np.quantile(np.abs(real), levels)
+            magnitudes = np.abs(real).ravel()
+            if magnitudes.size > max_quantile_entries:  # quantiles of a large uniform subsample
+                pick = np.random.default_rng(seed + 1).choice(
+                    magnitudes.size, max_quantile_entries, replace=False
+                )
+                magnitudes = magnitudes[pick]
+            quantiles[site][layer] = np.quantile(magnitudes, levels)
 
     hooks = _RecordingHooks(
         activation_name=model.config.activation, sites=tuple(sites), recorder=recorder

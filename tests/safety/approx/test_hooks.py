@@ -362,3 +362,27 @@ def test_approx_hooks_type():
     hooks = approx_hooks([technique("nexus"), technique("iron", layers=(0, 1))], CONFIG)
     assert isinstance(hooks, ApproxHooks) and hooks.activation_name == "silu"
     assert [t.name for t in hooks.techniques] == ["nexus", "iron"]
+
+
+def test_references_cover_every_technique():
+    from jaxtrust.safety.approx import REFERENCES
+
+    assert set(REFERENCES) == set(KNOWN_TECHNIQUES)
+    for name, (family, reference, _) in REFERENCES.items():
+        assert technique(name).family == family and any(
+            str(y) in reference for y in (2022, 2023, 2024, 2025)
+        )
+
+
+def test_quantile_subsample_for_large_calibration_sets(model, batch, record):
+    # thresholds from a subsample stay close to those from every entry
+    small = record_activations(
+        model, *batch, sites=("mlp_hidden",), levels=(0.5,), max_quantile_entries=2000
+    )
+    full = record_activations(model, *batch, sites=("mlp_hidden",), levels=(0.5,))
+    for layer in range(CONFIG.num_layers):
+        frac = np.mean(
+            np.abs(record.rows["mlp_hidden"][layer]) <= small.quantiles["mlp_hidden"][layer, 0]
+        )
+        assert abs(frac - 0.5) < 0.05
+    assert not np.array_equal(small.quantiles["mlp_hidden"], full.quantiles["mlp_hidden"])
