@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxtrust.models import CausalLM, KVCache, LMConfig
 from jaxtrust.safety.approx import (
@@ -386,3 +388,16 @@ def test_quantile_subsample_for_large_calibration_sets(model, batch, record):
         )
         assert abs(frac - 0.5) < 0.05
     assert not np.array_equal(small.quantiles["mlp_hidden"], full.quantiles["mlp_hidden"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    start=st.integers(0, 7), length=st.integers(1, 8), layer=st.integers(0, 9), traced=st.booleans()
+)
+def test_layer_range_property(start, length, layer, traced):
+    """A technique changes a value exactly at the layers of its half-open range."""
+    t = technique("smoothquant", bits=4, layers=(start, start + length), scales=(None,) * 4)
+    x = jax.random.normal(jax.random.key(layer), (2, 3, 16))
+    y = t.transform("attn_context", x, jnp.int32(layer) if traced else layer)
+    inside = start <= layer < start + length
+    assert bool(jnp.any(y != x)) == inside
