@@ -141,7 +141,9 @@ def record_activations(
     hooks = _RecordingHooks(
         activation_name=model.config.activation, sites=tuple(sites), recorder=recorder
     )
-    jax.block_until_ready(model(tokens, attention_mask=jnp.asarray(mask), hooks=hooks).logits)
+    # last_logits_only: the vocabulary projection of every token is not needed here
+    out = model(tokens, attention_mask=jnp.asarray(mask), hooks=hooks, last_logits_only=True)
+    jax.block_until_ready(out.logits)
     jax.effects_barrier()
     missing = [s for s in sites if any(v is None for v in rows[s])]
     if missing:
