@@ -79,7 +79,13 @@ class SecPEConfig:
     verbalizer_bits: int = 6
     grid_ks: tuple[int, ...] = (2, 4)
     grid_bits: tuple[int, ...] = (4,)
-    grid_variants: tuple[str, ...] = ()
+    # The naive baseline, the library default and one of each other structure (all 18: slow).
+    grid_variants: tuple[str, ...] = (
+        "sequential:default",
+        "tree:promoted",
+        "pairs:promoted",
+        "packed:promoted",
+    )
     grid_repeats: int = 1
     grid_inputs: int = 4
 
@@ -97,6 +103,18 @@ PRESETS = {
         verbalizer_examples=8,
         grid_ks=(2, 4, 8, 16),
         grid_bits=(4, 6, 8),
+        # Every structure with its fastest strategy, plus the naive baseline (the 18-variant
+        # grid is benchmarks/fhe_argmax.py's job: the chunked 8-bit cells take minutes each).
+        grid_variants=(
+            "sequential:default",
+            "sequential:promoted",
+            "tree:promoted",
+            "tree:casted",
+            "pairs:promoted",
+            "packed:promoted",
+            "tree_round1:promoted",
+            "tree_round2:promoted",
+        ),
         grid_repeats=1,
         grid_inputs=3,
     ),
