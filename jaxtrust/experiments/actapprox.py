@@ -121,7 +121,10 @@ PRESETS = {
 
 # ---------------------------------------------------------------------------- techniques
 def parse_technique(spec: str):
-    """``"teal:sparsity=0.5;layers=[0,1]"`` -> ``technique("teal", sparsity=0.5, layers=(0, 1))``."""
+    """A technique from its spec string.
+
+    ``"teal:sparsity=0.5;layers=[0,1]"`` -> ``technique("teal", sparsity=0.5, layers=(0, 1))``.
+    """
     from jaxtrust.safety.approx import technique
 
     name, _, rest = spec.partition(":")
@@ -369,7 +372,8 @@ def _audit_model(
             model, world, data, tuple(techniques), max_new_tokens=config.max_new_tokens, seed=seed
         )
         ctx.log(
-            f"  {label} {what}: refusal {out['refusal_rate']:.3f} ppl {out['perplexity']:.3f} utility {out['utility']:.3f}"
+            f"  {label} {what}: refusal {out['refusal_rate']:.3f} "
+            f"ppl {out['perplexity']:.3f} utility {out['utility']:.3f}"
         )
         return out
 
@@ -481,7 +485,8 @@ def _quada_for_model(
     models = {"aligned": model}
     for name, qc in variants.items():
         ctx.log(
-            f"  {label}: training {name} (sigma={qc.sigma:g}, tau={qc.tau}, reg={qc.reg_weight:g}, {qc.steps} steps)"
+            f"  {label}: training {name} (sigma={qc.sigma:g}, tau={qc.tau}, "
+            f"reg={qc.reg_weight:g}, {qc.steps} steps)"
         )
         models[name] = quada_align(model, world, qc, progress=ctx.progress).model
     for name, m in models.items():
@@ -664,7 +669,10 @@ def _plot(per_model: list[dict], ctx: RunContext) -> None:
 
 @register(
     "actapprox",
-    description="activation approximations (polynomial, sparsification, quantization, noise) vs safety alignment; QuadA mitigation",
+    description=(
+        "activation approximations (polynomial, sparsification, quantization, noise) "
+        "vs safety alignment; QuadA mitigation"
+    ),
     config_cls=ActApproxConfig,
     presets=PRESETS,
 )
@@ -772,8 +780,9 @@ def run(config: ActApproxConfig, ctx: RunContext) -> ExperimentResult:
             ],
         ),
         Table(
-            "claims per model (first sigma where each metric degrades; refusal -%.2f, perplexity +%d%%, utility -%.2f)"
-            % (config.refusal_drop, round(100 * config.perplexity_rise), config.utility_drop),
+            f"claims per model (first sigma where each metric degrades; refusal "
+            f"-{config.refusal_drop:.2f}, perplexity +{round(100 * config.perplexity_rise)}%, "
+            f"utility -{config.utility_drop:.2f})",
             [
                 "model",
                 "sigma refusal",
@@ -847,8 +856,9 @@ def run(config: ActApproxConfig, ctx: RunContext) -> ExperimentResult:
 
     n = len(per_model)
     summary = (
-        f"{n} in-house aligned models. Safety degraded before perplexity in {claims['safety_before_perplexity']}/{n} "
-        f"and before utility in {claims['safety_before_utility']}/{n}; noise on the early half of the layers lowered "
+        f"{n} in-house aligned models. Safety degraded before perplexity in "
+        f"{claims['safety_before_perplexity']}/{n} and before utility in "
+        f"{claims['safety_before_utility']}/{n}; noise on the early half of the layers lowered "
         f"refusal more than on the late half in {claims['early_layers_matter_more']}/{n}."
     )
     return ExperimentResult(metrics=metrics, tables=tables, summary=summary)

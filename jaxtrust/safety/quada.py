@@ -252,7 +252,8 @@ class QuadAResult:
 
 
 def make_quada_loss(config: QuadAConfig):
-    """``loss_fn(model, batch, rng) -> (loss, metrics)`` for :func:`jaxtrust.training.make_train_step`.
+    """The QuadA loss ``loss_fn(model, batch, rng) -> (loss, metrics)`` for
+    :func:`jaxtrust.training.make_train_step`.
 
     ``batch`` holds ``chosen_*`` / ``rejected_*`` (``tokens``, ``attention_mask``, ``loss_mask``)
     of harmful prompts, their reference log-probabilities ``ref_chosen`` / ``ref_rejected``, and
@@ -268,7 +269,8 @@ def make_quada_loss(config: QuadAConfig):
             )
         if not 0 <= config.activation_layer <= model.config.num_layers:
             raise ValueError(
-                f"activation_layer must be in [0, {model.config.num_layers}], got {config.activation_layer}"
+                f"activation_layer must be in [0, {model.config.num_layers}], "
+                f"got {config.activation_layer}"
             )
         hooks = FirstLayersNoise(
             activation_name=model.config.activation,

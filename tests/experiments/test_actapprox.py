@@ -152,7 +152,7 @@ def test_actapprox_tiny_run_schema_and_noise_effect(tmp_path):
     assert (
         sweep["sigma"] == [0.0, 1.5] and len(sweep["refusal_rate"]) == len(sweep["perplexity"]) == 2
     )
-    # Measured effect with a margin: strong FFN noise breaks refusal and perplexity of the aligned model.
+    # Measured effect with a margin: strong FFN noise breaks refusal and perplexity.
     assert sweep["refusal_rate"][0] >= 0.9
     assert sweep["refusal_rate"][1] <= sweep["refusal_rate"][0] - 0.3
     assert sweep["perplexity"][1] > 1.5 * sweep["perplexity"][0]
