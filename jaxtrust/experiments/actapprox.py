@@ -667,6 +667,27 @@ def _plot(per_model: list[dict], ctx: RunContext) -> None:
         ctx.save_figure(fig, "quada_noise")
 
 
+def quada_cost_table(per_model: list[dict]) -> Table:
+    """The utility cost of each alignment variant, on the exact model (no approximation)."""
+    rows = []
+    for m in per_model:
+        for name, settings in m["quada"]["models"].items():
+            e = settings["exact"]
+            rows.append(
+                [
+                    m["label"],
+                    name,
+                    e["refusal_rate"],
+                    e["over_refusal"],
+                    e["benign_accuracy"],
+                    e["utility"],
+                    e["perplexity"],
+                ]
+            )
+    columns = ["model", "variant", "refusal", "over-refusal", "benign answers", "utility", "ppl"]
+    return Table("QuadA utility cost (exact model, no approximation)", columns, rows)
+
+
 @register(
     "actapprox",
     description=(
@@ -844,6 +865,7 @@ def run(config: ActApproxConfig, ctx: RunContext) -> ExperimentResult:
                 rows,
             )
         )
+        tables.append(quada_cost_table(per_model))
     if config.smollm2 and metrics["smollm2"] and "settings" in metrics["smollm2"]:
         sm = metrics["smollm2"]["settings"]
         tables.append(
