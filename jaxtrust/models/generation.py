@@ -43,6 +43,8 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Bool, Int
 
+from jaxtrust.models.hooks import ModelHooks
+
 __all__ = ["GenerationOutput", "bucket_length", "generate", "generate_text"]
 
 # Incremented while tracing (Python side effect), so tests can check that a second call with the
@@ -104,11 +106,11 @@ def _sample(logits, key, temperature, top_p, *, greedy: bool, top_k: int | None,
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("graphdef",))
-def _prefill(graphdef, state, tokens, positions, mask, cache):
+@partial(jax.jit, static_argnames=("graphdef", "hooks"))
+def _prefill(graphdef, state, tokens, positions, mask, cache, hooks=None):
     _TRACE_COUNTS["prefill"] += 1
     model = nnx.merge(graphdef, state)
-    out = model(tokens, positions=positions, attention_mask=mask, cache=cache, last_logits_only=True)
+    out = model(tokens, positions=positions, attention_mask=mask, cache=cache, last_logits_only=True, hooks=hooks)
     return out.logits[:, -1, :].astype(jnp.float32), out.cache
 
 
@@ -122,6 +124,7 @@ def _prefill(graphdef, state, tokens, positions, mask, cache):
         "greedy",
         "top_k",
         "use_top_p",
+        "hooks",
     ),
 )
 def _decode(
@@ -140,6 +143,7 @@ def _decode(
     greedy: bool,
     top_k: int | None,
     use_top_p: bool,
+    hooks=None,
 ):
     _TRACE_COUNTS["decode"] += 1
     sample = partial(_sample, greedy=greedy, top_k=top_k, use_top_p=use_top_p)
@@ -164,7 +168,7 @@ def _decode(
         step, cache, previous, positions, done, out, lengths, rng = carry
         model = nnx.merge(graphdef, state)
         result = model(
-            previous[:, None], positions=positions[:, None], attention_mask=real, cache=cache
+            previous[:, None], positions=positions[:, None], attention_mask=real, cache=cache, hooks=hooks
         )
         rng, key = jax.random.split(rng)
         token = sample(result.logits[:, -1, :].astype(jnp.float32), key, temperature, top_p)
@@ -227,6 +231,7 @@ def generate(
     rng: jax.Array | None = None,
     prompt_mask: Bool[Array, "batch seq"] | None = None,
     prompt_bucket: int | None = None,
+    hooks: ModelHooks | None = None,
 ) -> GenerationOutput:
     """Generate continuations of a batch of prompts with a KV cache (greedy or sampled).
 
@@ -245,6 +250,10 @@ def generate(
       prompt_mask: ``[batch, seq]`` bool, True for real tokens (array input only).
       prompt_bucket: pad prompts to this length instead of :func:`bucket_length` of the
         longest prompt.
+      hooks: a hashable :class:`~jaxtrust.models.ModelHooks` applied in prefill and every decode
+        step (e.g. an activation approximation). It is a static argument of the compiled
+        programs, so it may not hold arrays: hooks with a traced key (noise) belong in a caller's
+        own jitted loop.
 
     Returns:
       :class:`GenerationOutput` with ``tokens [batch, max_new_tokens]`` and ``lengths``.
@@ -276,6 +285,16 @@ def generate(
     if not 0 <= pad_id < vocab:
         raise ValueError(f"pad_id must be in [0, {vocab}), got {pad_id}")
     stop_tokens = tuple(sorted({int(t) for t in stop_tokens}))
+    if hooks is not None:
+        if not isinstance(hooks, ModelHooks):
+            raise TypeError(f"hooks must be a jaxtrust.models.ModelHooks, got {type(hooks).__name__}")
+        try:
+            hash(hooks)
+        except TypeError as err:
+            raise TypeError(
+                "hooks must be hashable (a frozen dataclass without array fields) to be compiled "
+                f"into generate; {type(hooks).__name__} is not: {err}"
+            ) from None
 
     prompts = _as_prompt_lists(prompt_tokens, prompt_mask)
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -309,7 +328,7 @@ def generate(
     graphdef, state = nnx.split(model)
     cache = KVCache.init(config, batch, total, _cache_dtype(model))
     first_logits, cache = _prefill(
-        graphdef, state, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask), cache
+        graphdef, state, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask), cache, hooks=hooks
     )
     key = jax.random.key(0) if rng is None else rng
     out, lengths, stopped, steps = _decode(
@@ -327,6 +346,7 @@ def generate(
         greedy=greedy,
         top_k=None if top_k is None else int(top_k),
         use_top_p=top_p is not None and top_p < 1.0,
+        hooks=hooks,
     )
     return GenerationOutput(out, lengths, stopped, jnp.asarray(prompt_lengths), steps)
 

@@ -3,12 +3,14 @@ sequence) on a tiny random llama built through the HF-tensor contract."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrust.models import generation
+from jaxtrust.models import ModelHooks, generation
 from jaxtrust.models.generation import bucket_length, generate
 
 VOCAB = 97
@@ -105,6 +107,40 @@ def test_greedy_matches_naive_loop_with_ragged_prompts(model):
         assert out.tokens[row].tolist() == naive_greedy(model, prompt, 6), row
     np.testing.assert_array_equal(out.lengths, [6, 6, 6])
     assert not bool(jnp.any(out.stopped))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuadraticActivation(ModelHooks):
+    def activation(self, x, layer):
+        return 0.5 * x + 0.2 * x * x
+
+
+def test_hooks_apply_in_prefill_and_every_decode_step(model):
+    hooks = QuadraticActivation()
+    out = generate(model, PROMPTS, max_new_tokens=6, hooks=hooks)
+    plain = generate(model, PROMPTS, max_new_tokens=6)
+    assert not np.array_equal(np.asarray(out.tokens), np.asarray(plain.tokens))  # the hook matters
+    forward = jax.jit(lambda tokens: model(tokens, hooks=hooks).logits)
+    for row, prompt in enumerate(PROMPTS):
+        seq = list(prompt)
+        for step in range(6):
+            padded = np.zeros((1, REFERENCE_WIDTH), np.int32)
+            padded[0, : len(seq)] = seq
+            token = int(jnp.argmax(forward(jnp.asarray(padded))[0, len(seq) - 1]))
+            assert int(out.tokens[row, step]) == token, (row, step)
+            seq.append(token)
+
+
+@pytest.mark.usefixtures("own_error_messages")
+def test_unhashable_hooks_are_refused(model):
+    @dataclasses.dataclass(frozen=True)
+    class WithArray(ModelHooks):
+        scale: jax.Array = dataclasses.field(default_factory=lambda: jnp.ones(()))
+
+    with pytest.raises(TypeError, match="hashable"):
+        generate(model, PROMPTS, max_new_tokens=2, hooks=WithArray())
+    with pytest.raises(TypeError, match="ModelHooks"):
+        generate(model, PROMPTS, max_new_tokens=2, hooks=lambda x: x)
 
 
 def test_array_input_with_right_padding_mask_equals_list_input(model):
