@@ -180,9 +180,11 @@ class HookedLM(nnx.Module):
         self.strengths = nnx.Variable(jnp.asarray(strengths, jnp.float32))
         self.key = nnx.Variable(jax.random.key_data(jax.random.key(seed)))
 
-    def __call__(self, tokens, *, cache=None, **kwargs):
+    def __call__(self, tokens, *, cache=None, hooks=None, **kwargs):
         from jaxtrust.safety.approx import approx_hooks
 
+        if hooks is not None:  # generate() passes hooks=None; anything else would be dropped
+            raise ValueError("HookedLM applies its own techniques; pass no other hooks")
         if not self.techniques:
             return self.lm(tokens, cache=cache, **kwargs)
         rng = None
