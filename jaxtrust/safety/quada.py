@@ -71,7 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from jaxtrust.models.hooks import ModelHooks, apply_activation
 
@@ -181,8 +181,8 @@ def activation_cluster_loss(
 
 def pooled_prompt_activations(
     hidden: Float[Array, "batch seq dim"],
-    attention_mask: Int[Array, "batch seq"],
-    loss_mask: Float[Array, "batch seq"],
+    attention_mask: Bool[Array, "batch seq"] | Int[Array, "batch seq"],
+    loss_mask: Float[Array, "batch seq"] | Bool[Array, "batch seq"],
 ) -> Float[Array, "batch dim"]:
     """Mean of ``hidden`` over the prompt tokens (real tokens that are not supervised targets)."""
     prompt = attention_mask.astype(jnp.float32) * (1.0 - loss_mask.astype(jnp.float32))
