@@ -157,7 +157,7 @@ _NOISE_STRENGTH_FIELD = {"gaussian_noise": "sigma", "laplace_noise": "scale"}
 class HookedLM(nnx.Module):
     """A causal LM that always runs under the hooks of fixed approximation techniques.
 
-    :func:`jaxtrust.models.generate` and :func:`jaxtrust.zoo.generate_responses` take no hooks;
+    :func:`jaxtrust.models.generate` takes only hashable hooks (no traced noise key);
     wrapping the model makes the techniques part of its graph definition, so every compiled
     prefill/decode/forward is specific to (and re-used for) one technique setting, while the
     weights stay ordinary state (models of one architecture share the compiled programs). Noise
@@ -277,19 +277,38 @@ def _eval_data(world, n: int, calibration_n: int, seed: int) -> _EvalData:
     )
 
 
+def responses_of(model, world, prompts: list[str], *, max_new_tokens: int = 16) -> list[str]:
+    """Greedy responses to world prompts, one batch.
+
+    The same as :func:`jaxtrust.zoo.generate_responses`, which is what this should call; but that
+    helper hands NumPy rows to ``WordTokenizer.decode`` (annotated ``Sequence[int]``), which the
+    test suite's runtime type checks reject. Switch back once the zoo decodes ``row.tolist()``.
+    """
+    from jaxtrust.models import generate
+
+    tok = world.tokenizer
+    out = generate(
+        model,
+        [world.encode_prompt(p) for p in prompts],
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        stop_tokens=(tok.eos_id,),
+        pad_id=tok.pad_id,
+        prompt_bucket=world.max_sequence_length,
+    )
+    return [tok.decode(row) for row in np.asarray(out.tokens).tolist()]
+
+
 def evaluate_under(
     model, world, data: _EvalData, techniques: tuple, *, max_new_tokens: int, seed: int = 0
 ) -> dict[str, float]:
     """Refusal (keyword and exact), harmful compliance, over-refusal, utility and perplexity of
     ``model`` under ``techniques`` (one compiled generate and forward per technique setting)."""
     from jaxtrust.safety.metrics import exact_match_accuracy, refusal_rate
-    from jaxtrust.zoo import generate_responses
 
     hooked = HookedLM(model, techniques, seed=seed)
     prompts = data.forbidden + data.benign + data.utility
-    responses = generate_responses(
-        hooked, world, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts)
-    )
+    responses = responses_of(hooked, world, prompts, max_new_tokens=max_new_tokens)
     nf, nb = len(data.forbidden), len(data.benign)
     forbidden, benign, utility = responses[:nf], responses[nf : nf + nb], responses[nf + nb :]
     openers = _refusal_openers(world)
