@@ -495,7 +495,7 @@ def generate_responses(
             pad_id=tok.pad_id,
             prompt_bucket=world.max_sequence_length,
         )
-        out += [tok.decode(row) for row in np.asarray(result.tokens)]
+        out += [tok.decode(row) for row in np.asarray(result.tokens).tolist()]
     return out
 
 

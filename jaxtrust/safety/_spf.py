@@ -84,6 +84,15 @@ def _flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
     return [(path_name(p), _unwrap(x)) for p, x in leaves], treedef
 
 
+def rebuild_like(tree: Any, new_leaves: list[Any]) -> Any:
+    """``tree`` with its leaves (as :func:`_flatten` lists them) replaced by ``new_leaves``.
+
+    A ``nnx.State`` of ``Param`` (the gradients of a jitted NNX train step) keeps its ``Param``
+    wrappers: each Variable flattens to exactly one array child, so the orders agree.
+    """
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), new_leaves)
+
+
 class _Plan(NamedTuple):
     """Static description of one selected leaf."""
 
@@ -545,6 +554,6 @@ def spf(
             last_refresh=jnp.where(refresh, count, state.last_refresh).astype(jnp.int32),
             bases=tuple(new_bases),
         )
-        return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
+        return rebuild_like(updates, new_leaves), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
