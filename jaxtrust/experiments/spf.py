@@ -184,7 +184,11 @@ def finetune(model, pool: dict[str, np.ndarray], safety: dict[str, np.ndarray], 
         batch = {k: v[rows] for k, v in pool.items()}
         if needs_safety:
             batch.update(safety_rows)
-        state, _ = train_step(state, batch)
+        state, metrics = train_step(state, batch)
+        # Wait for each step: with several steps in flight, this loop (fresh NumPy batches every
+        # step) deadlocked inside XLA's CPU executor (main thread blocked on the in-flight
+        # semaphore, workers idle); see the session note. The tiny steps lose nothing by it.
+        jax.block_until_ready(metrics["loss"])
     return merge_model(graphdef, state)
 
 
@@ -226,7 +230,7 @@ def geometry_tables(aligned, world, config, seed) -> tuple[dict[str, Any], list[
 
     def grads_of(examples):
         b = world.batch(examples, seq_len=seq_len)
-        batch = {"tokens": b.tokens, "attention_mask": b.attention_mask, "loss_mask": b.loss_mask}
+        batch = {"tokens": jnp.asarray(b.tokens), "attention_mask": jnp.asarray(b.attention_mask), "loss_mask": jnp.asarray(b.loss_mask)}
         return jax.grad(lambda p: _lm_loss_of(nnx.merge(graphdef, p, rest), batch)[0])(params)
 
     forbidden = world.requests(64, category="forbidden", split="train", seed=seed + 5)

@@ -1,0 +1,54 @@
+"""`jaxtrust reproduce spf` / `oneshot` with tiny overrides on the zoo's seed-0 aligned model:
+the metrics schema of the issue, and measured effects that must show even at this size."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jaxtrust.experiments import run_experiment
+
+# timeout: an intermittent XLA CPU deadlock in the SPF step was seen (see the session note); a
+# hang must fail the test, not stall CI.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+RATES = ("refusal_rate", "refusal_rate_std", "utility", "utility_std")
+
+
+def test_spf_schema_and_harmful_sft_erodes_refusal(tmp_path):
+    run_experiment(
+        "spf",
+        seed=0,
+        out_dir=tmp_path,
+        overrides=["num_seeds=1", "steps=30", "eval_examples=12", 'attacks=["benign","harmful"]', 'methods=["sft","spf","pcgrad_full"]'],
+        progress=False,
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(m["aligned"]) >= {"refusal_rate", "utility"} and m["seeds"] == [0]
+    assert set(m["runs"]) == {"benign", "harmful"}
+    for attack in m["runs"].values():
+        assert set(attack) == {"sft", "spf", "pcgrad_full"}
+        for entry in attack.values():
+            assert all(0.0 <= entry[k] <= 1.0 for k in RATES)
+    assert m["aligned"]["refusal_rate"] >= 0.9
+    # 30 steps of purely harmful fine-tuning erase most refusals of the tiny aligned model
+    assert m["runs"]["harmful"]["sft"]["refusal_rate"] <= m["aligned"]["refusal_rate"] - 0.5
+    geometry = m["geometry"]
+    assert geometry["overlap"]["left"] > 3 * geometry["overlap"]["random_left"]  # one sample ~ many
+    assert (tmp_path / "refusal_vs_utility.png").exists()
+
+
+def test_oneshot_schema_and_recovery_restores_refusal(tmp_path):
+    run_experiment(
+        "oneshot",
+        seed=0,
+        out_dir=tmp_path,
+        overrides=["num_seeds=1", "attack=harmful", "attack_steps=30", "eval_examples=12", "learning_rates=[1e-3]"],
+        progress=False,
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("aligned", "attacked", "recovered"):
+        assert set(m[key]) >= {"refusal_rate", "utility"}
+    assert "steps" in m
+    assert m["attacked"]["refusal_rate"] <= m["aligned"]["refusal_rate"] - 0.5
+    assert m["recovered"]["refusal_rate"] >= m["attacked"]["refusal_rate"] + 0.5
