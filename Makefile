@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 PRESET ?= quick
 OUT ?= runs/demo
 
-.PHONY: setup setup-main setup-fhe demo test test-fast test-main test-fhe bench clean-venvs info
+.PHONY: setup setup-main setup-fhe demo demo-all test test-fast test-main test-fhe bench clean-venvs info
 
 setup: setup-main setup-fhe
 
@@ -38,8 +38,13 @@ $(STAMP_FHE): pyproject.toml Makefile
 	$(PY_FHE) -c "import jax, numpy, concrete.fhe; print('fhe env: jax', jax.__version__, 'numpy', numpy.__version__)"
 	touch $@
 
+# The demo is the foundation's end-to-end job (about a minute); `make demo-all` runs every
+# registered experiment's quick preset (about half an hour on 2 cores; secpe uses .venv-fhe).
 demo: $(STAMP)
-	$(VENV)/bin/jaxtrust reproduce all --preset $(PRESET) --out $(OUT)
+	$(VENV)/bin/jaxtrust reproduce lm --preset $(PRESET) --out $(OUT)
+
+demo-all: setup
+	$(VENV)/bin/jaxtrust reproduce all --preset $(PRESET) --out $(OUT)-all
 
 # Whole suite in the main environment, then the FHE tests and the older-stack smoke subset.
 test: test-main test-fhe
@@ -59,6 +64,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/generation_throughput.py --n-prompts 40 --torch-prompts 40
 	$(PY) benchmarks/spf_basis.py
 	$(PY) benchmarks/train_step_profile.py
+	$(PY) benchmarks/fhe_argmax.py
 
 info: $(STAMP)
 	$(VENV)/bin/jaxtrust info

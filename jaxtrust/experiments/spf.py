@@ -130,9 +130,7 @@ def _transform(method: str, config: SPFExperimentConfig, seed: int) -> optax.Gra
 
     lr = config.learning_rate
     if method in SPF_MODES:
-        # check_inputs=False: the safety gradient is computed by this step itself (finite, same
-        # tree); and the traced NaN check's host callback stalls this jitted NNX step (noted).
-        projection = spf(config.rank, mode=SPF_MODES[method], include=config.include, stacked=True, refresh_every=config.refresh_every, check_inputs=False)
+        projection = spf(config.rank, mode=SPF_MODES[method], include=config.include, stacked=True, refresh_every=config.refresh_every)
     elif method == "random_subspace":
         projection = random_subspace(config.rank, seed=seed, include=config.include)
     elif method == "pcgrad_full":
@@ -185,9 +183,8 @@ def finetune(model, pool: dict[str, np.ndarray], safety: dict[str, np.ndarray], 
         if needs_safety:
             batch.update(safety_rows)
         state, metrics = train_step(state, batch)
-        # Wait for each step: with several steps in flight, this loop (fresh NumPy batches every
-        # step) deadlocked inside XLA's CPU executor (main thread blocked on the in-flight
-        # semaphore, workers idle); see the session note. The tiny steps lose nothing by it.
+        # one step in flight at a time: the tiny steps lose nothing, and a stuck step is
+        # reported at the step that stuck (see the lax.map note in jaxtrust/safety/_spf.py)
         jax.block_until_ready(metrics["loss"])
     return merge_model(graphdef, state)
 

@@ -385,10 +385,14 @@ def spf(
         if factors is not None:
             x, gy = factors
             fn = functools.partial(basis_from_factors, k=p.k, explained_ratio=explained_ratio)
-            return jax.vmap(fn)(x, gy) if p.stacked else fn(x, gy)
+            return jax.lax.map(lambda xg: fn(*xg), (x, gy)) if p.stacked else fn(x, gy)
         if p.stacked:
+            # lax.map, not vmap: a vmapped SVD/eigh becomes ONE batched LAPACK call, and jaxlib's
+            # batched kernels split the batch over XLA's CPU thread pool; two of them running at
+            # once (two stacked leaves) on a 2-thread pool each waited for the other's workers: a
+            # deadlock (seen with jax 0.10.2 on 2 cores). Per-layer calls run inline.
             mats = grad_leaf.reshape(p.shape[0], p.m, p.n)
-            return jax.vmap(lambda g: basis_of_matrix(g, p))(mats)
+            return jax.lax.map(lambda g: basis_of_matrix(g, p), mats)
         return basis_of_matrix(grad_leaf.reshape(p.m, p.n), p)
 
     def project_leaf(leaf: Any, b: SubspaceBasis, p: _Plan) -> jax.Array:

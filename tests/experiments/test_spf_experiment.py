@@ -9,8 +9,8 @@ import pytest
 
 from jaxtrust.experiments import run_experiment
 
-# timeout: an intermittent XLA CPU deadlock in the SPF step was seen (see the session note); a
-# hang must fail the test, not stall CI.
+# timeout: SPF's step once deadlocked in batched LAPACK kernels (fixed: see jaxtrust/safety/_spf.py);
+# should anything hang again, it must fail the test, not stall CI.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 RATES = ("refusal_rate", "refusal_rate_std", "utility", "utility_std")
 
