@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from jaxtyping import ArrayLike, Int
+
 PAD, BOS, EOS, SEP, UNK = "<pad>", "<bos>", "<eos>", "<sep>", "<unk>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, SEP, UNK)
 
@@ -64,7 +66,7 @@ class WordTokenizer:
             ids.append(idx)
         return ids
 
-    def decode(self, ids: Sequence[int], *, stop_at_eos: bool = True, skip_special: bool = True) -> str:
+    def decode(self, ids: Sequence[int] | Int[ArrayLike, " n"], *, stop_at_eos: bool = True, skip_special: bool = True) -> str:
         words = []
         for i in ids:
             i = int(i)
