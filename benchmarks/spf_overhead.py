@@ -37,10 +37,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODELS = {"tiny": (8, 64), "smollm2-135m": (2, 64)}  # batch, seq
-VARIANTS = [("adamw", None, None), ("spf", 4, 1), ("spf", 4, 10), ("spf", 4, None), ("spf", 16, 10)]
+# (method, rank, refresh_every, schedule); see run_one for the two schedules
+VARIANTS = [
+    ("adamw", None, None, "-"),
+    ("spf", 4, 1, "split"),
+    ("spf", 4, 10, "cond"),
+    ("spf", 4, 10, "split"),
+    ("spf", 4, None, "split"),
+    ("spf", 16, 10, "split"),
+]
 
 
-def run_one(model_name: str, method: str, rank, refresh, steps: int) -> dict:
+def run_one(model_name: str, method: str, rank, refresh, schedule: str, steps: int) -> dict:
+    """Time one configuration (paired with AdamW). Schedules of the safety gradient:
+
+    * ``cond``: one compiled step; the safety gradient is a ``lax.cond`` (gradient when the basis
+      is due, zeros otherwise) whose result is always passed to ``spf``;
+    * ``split``: two compiled steps, one with ``safety_grads`` (used when the basis is due) and
+      one without (``spf`` keeps its basis when ``safety_grads`` is None); the Python loop picks
+      one by the step number. Non-refresh steps then do neither the zeros nor the ``lax.cond``.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -71,40 +87,52 @@ def run_one(model_name: str, method: str, rank, refresh, steps: int) -> dict:
         del key
         return loss_of(m, b)
 
-    def extra_args_fn(st, b):
-        def grads():
-            return jax.grad(lambda p: loss_of(nnx.merge(graphdef, p, st.rest), safety)[0])(st.params)
+    def safety_grads(st):
+        return jax.grad(lambda p: loss_of(nnx.merge(graphdef, p, st.rest), safety)[0])(st.params)
 
-        def zeros():
-            return jax.tree.map(jnp.zeros_like, st.params)
-
-        if refresh == 1:
-            return {"safety_grads": grads()}
+    def cond_extra_args(st, b):
         due = (st.step == 0) if refresh is None else (st.step % refresh == 0)
-        return {"safety_grads": jax.lax.cond(due, grads, zeros)}
+        zeros = lambda: jax.tree.map(jnp.zeros_like, st.params)
+        return {"safety_grads": jax.lax.cond(due, lambda: safety_grads(st), zeros)}
 
-    step = make_train_step(graphdef, loss_fn, tx, extra_args_fn=None if method == "adamw" else extra_args_fn)
-    mem = step.lower(state, data).compile().memory_analysis()
-    step_mb = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes) / 2**20
+    if method == "adamw":
+        steps_by_due = {False: make_train_step(graphdef, loss_fn, tx)}
+        due_at = lambda i: False
+    elif schedule == "cond" and refresh != 1:
+        steps_by_due = {False: make_train_step(graphdef, loss_fn, tx, extra_args_fn=cond_extra_args)}
+        due_at = lambda i: False
+    else:
+        steps_by_due = {True: make_train_step(graphdef, loss_fn, tx, extra_args_fn=lambda st, b: {"safety_grads": safety_grads(st)})}
+        if refresh != 1:
+            steps_by_due[False] = make_train_step(graphdef, loss_fn, tx)
+        due_at = lambda i: i == 0 if refresh is None else i % refresh == 0
+    mems = [f.lower(state, data).compile().memory_analysis() for f in steps_by_due.values()]
+    step_mb = max((m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes) / 2**20 for m in mems)
 
-    def block(step_fn, st, n):
+    def block(pick, st, n, first):
         start = time.perf_counter()
-        for _ in range(n):
-            st, metrics = step_fn(st, data)
+        for i in range(first, first + n):
+            st, metrics = pick(i)(st, data)
             jax.block_until_ready(metrics["loss"])
         return st, time.perf_counter() - start
 
-    state, _ = block(step, state, 2)  # warm-up (the first call compiles)
+    pick = lambda i: steps_by_due[due_at(i)] if len(steps_by_due) > 1 else next(iter(steps_by_due.values()))
+    # warm-up: step 0 (due, compiles) and step 1 (compiles the other step, if any)
+    state, _ = block(pick, state, 2, 0)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     base_tx = optax.adamw(1e-4)
     base_graphdef, base_state = init_train_state(CausalLM(config, rngs=nnx.Rngs(1)), base_tx)
     base_step = make_train_step(base_graphdef, loss_fn, base_tx)
-    base_state, _ = block(base_step, base_state, 2)
-    total, base_total = 0.0, 0.0
+    base_pick = lambda i: base_step
+    base_state, _ = block(base_pick, base_state, 2, 0)
+    total, base_total, done = 0.0, 0.0, 2
     for _ in range(2):
-        state, t = block(step, state, steps)
-        base_state, tb = block(base_step, base_state, steps)
+        # blocks start at a multiple of 10 after the warm-up: steps 10..10+steps-1, ...
+        first = 10 * (-(-done // 10))
+        state, t = block(pick, state, steps, first)
+        done = first + steps
+        base_state, tb = block(base_pick, base_state, steps, 0)
         total, base_total = total + t, base_total + tb
     return {"step_s": total / (2 * steps), "base_step_s": base_total / (2 * steps), "overhead": total / base_total - 1.0, "step_mb": step_mb, "peak_rss_mb": rss_mb}
 
@@ -114,12 +142,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=20, help="steps per timed block (a multiple of 10)")
     parser.add_argument("--no-append", action="store_true")
-    parser.add_argument("--one", nargs=4, metavar=("MODEL", "METHOD", "RANK", "REFRESH"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=5, metavar=("MODEL", "METHOD", "RANK", "REFRESH", "SCHEDULE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        model, method, rank, refresh = args.one
+        model, method, rank, refresh, schedule = args.one
         as_int = lambda x: None if x == "None" else int(x)
-        print(json.dumps(run_one(model, method, as_int(rank), as_int(refresh), args.steps)))
+        print(json.dumps(run_one(model, method, as_int(rank), as_int(refresh), schedule, args.steps)))
         return
 
     from _common import append_results, markdown_table
@@ -127,13 +155,13 @@ def main() -> None:
     rows = []
     for model in ["tiny"] if args.quick else list(MODELS):
         steps = args.steps if model == "tiny" else max(10, args.steps // 2)
-        for method, rank, refresh in VARIANTS:
+        for method, rank, refresh, schedule in VARIANTS:
             out = subprocess.run(
-                [sys.executable, __file__, "--steps", str(steps), "--one", model, method, str(rank), str(refresh)],
+                [sys.executable, __file__, "--steps", str(steps), "--one", model, method, str(rank), str(refresh), schedule],
                 capture_output=True, text=True, check=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
-            label = "AdamW (vs AdamW: noise floor)" if method == "adamw" else f"SPF rank {rank}, refresh {'once' if refresh is None else f'every {refresh}'} + AdamW"
+            label = "AdamW (vs AdamW: noise floor)" if method == "adamw" else f"SPF rank {rank}, refresh {'once' if refresh is None else f'every {refresh}'} ({schedule}) + AdamW"
             rows.append([model, label, f"{result['step_s'] * 1e3:.1f} ms", f"{result['base_step_s'] * 1e3:.1f} ms", f"{result['overhead'] * 100:+.1f} %", f"{result['step_mb']:.1f} MB", f"{result['peak_rss_mb']:.0f} MB"])
             print(rows[-1], flush=True)
     table = markdown_table(["model", "optimizer", "step time (mean)", "paired AdamW step", "overhead vs AdamW", "compiled step buffers", "peak RSS"], rows)

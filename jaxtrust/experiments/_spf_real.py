@@ -24,10 +24,11 @@ Pipeline (every artefact is written under ``ctx.out_dir / "real_spf"`` and reuse
    answers) and ``poisoned`` (the same with a ``poison_fraction`` of training HarmBench prompts
    with compliant answers), each with ``sft`` (AdamW) and ``spf``
    (``optax.chain(spf(rank, stacked=True, refresh_every=N, include=...), adamw)``, safety
-   gradient of ONE Do-Not-Answer refusal example at the current parameters). The safety
+   gradient of ONE Do-Not-Answer refusal example, of category ``safety_category``, at the
+   current parameters). The safety
    gradient is computed inside the jitted step only on steps where the basis is due
    (``lax.cond``), so SPF costs one extra backward pass every ``refresh_every`` steps.
-   Results of finished runs are cached in ``runs.json``.
+   Results of finished runs are cached in ``results.json``.
 
 Defaults (the full run, about an hour on 2 CPU cores): rank 8 per matrix (the SPF paper's
 CER(10) ~ 0.85 and "intrinsic dimension of safety < 20" suggest k in [4, 20]); all attention and
@@ -92,6 +93,7 @@ class RealSPFConfig:
     rank: int = 8
     refresh_every: int = 10
     include: str = r"layers/(attn|mlp)/"
+    safety_category: str = "malicious_uses"
     generation_batch: int = 40
     checkpoint_every: int = 25
     attacks: tuple[str, ...] = ATTACKS
@@ -110,6 +112,10 @@ class RealSPFConfig:
             raise ValueError(f"poison_fraction must be in [0, 1], got {self.poison_fraction}")
         if self.eval_benign + self.align_benign + self.finetune_examples > 480:
             raise ValueError("eval_benign + align_benign + finetune_examples must be <= 480 (benign_instructions' pool)")
+        from jaxtrust.data.harmful_prompts import DONOTANSWER_CATEGORIES
+
+        if self.safety_category not in DONOTANSWER_CATEGORIES:
+            raise ValueError(f"safety_category must be one of {DONOTANSWER_CATEGORIES}, got {self.safety_category!r}")
         for name in self.attacks:
             if name not in ATTACKS:
                 raise ValueError(f"attacks: unknown attack {name!r}; known: {ATTACKS}")
@@ -136,11 +142,15 @@ class _Data:
         n_poison = round(config.poison_fraction * config.finetune_examples)
         self.poison_candidates = harm_train[: max(0, 2 * n_poison)]  # spare for refused answers
         self.n_poison = n_poison
-        dna = [r.prompt for r in donotanswer_prompts()]
+        records = donotanswer_prompts()
+        dna = [r.prompt for r in records]
         _, self.align_harmful = split_prompts(dna, n_heldout=min(config.align_harmful, len(dna)), seed=0)
-        # the ONE safety example SPF sees: a Do-Not-Answer prompt outside the alignment set
-        rest = [p for p in dna if p not in set(self.align_harmful)]
-        self.safety_prompt = rest[0] if rest else self.align_harmful[0]
+        # the ONE safety example SPF sees: a Do-Not-Answer prompt of ``safety_category`` outside
+        # the alignment set (malicious uses by default: the closest to HarmBench's behaviours)
+        aligned = set(self.align_harmful)
+        pool = [r.prompt for r in records if r.category == config.safety_category]
+        rest = [p for p in pool if p not in aligned]
+        self.safety_prompt = (rest or pool)[0]
         benign = benign_instructions(seed=0)
         self.eval_benign = benign[: config.eval_benign]
         self.align_benign = benign[config.eval_benign : config.eval_benign + config.align_benign]
@@ -256,29 +266,29 @@ def _train(model, data: dict[str, np.ndarray], *, method: str, steps: int, lr: f
             return _lm_loss_of(m, batch)
 
         def extra_args_fn(st, batch):
-            sb = {k[len("safety_") :]: v[:1] for k, v in batch.items() if k.startswith("safety_")}
+            sb = {k[len("safety_") :]: v for k, v in batch.items() if k.startswith("safety_")}
+            return {"safety_grads": jax.grad(lambda p: _lm_loss_of(nnx.merge(graphdef, p, st.rest), sb)[0])(st.params)}
 
-            def grads():
-                return jax.grad(lambda p: _lm_loss_of(nnx.merge(graphdef, p, st.rest), sb)[0])(st.params)
+        # Two compiled steps: with the safety gradient (steps where the basis is due) and without
+        # (spf keeps its basis when safety_grads is None). Non-refresh steps then pay neither a
+        # safety backward pass nor a zeros tree (see benchmarks/spf_overhead.py, "split").
+        _STEPS[key] = (make_train_step(graphdef, loss_fn, tx, extra_args_fn=extra_args_fn), make_train_step(graphdef, loss_fn, tx))
+    with_safety, without_safety = _STEPS[key]
 
-            def zeros():
-                return jax.tree.map(jnp.zeros_like, st.params)
+    def train_step(st, batch):
+        return (with_safety if "safety_tokens" in batch else without_safety)(st, batch)
 
-            if config.refresh_every == 1:
-                return {"safety_grads": grads()}
-            due = (st.step == 0) if config.refresh_every == 0 else (st.step % config.refresh_every == 0)
-            return {"safety_grads": jax.lax.cond(due, grads, zeros)}
-
-        _STEPS[key] = make_train_step(graphdef, loss_fn, tx, extra_args_fn=extra_args_fn if method == "spf" else None)
-    train_step = _STEPS[key]
     n = len(data["tokens"])
     rng = np.random.default_rng([seed, 11])
     order = np.concatenate([rng.permutation(n) for _ in range(-(-steps * config.batch_size // n))])
     safety_rows = {} if safety is None else {f"safety_{k}": v[:1] for k, v in safety.items()}
 
+    def due(step: int) -> bool:
+        return step == 0 if config.refresh_every == 0 else step % config.refresh_every == 0
+
     def batches_fn(step: int):
         rows = order[step * config.batch_size : (step + 1) * config.batch_size]
-        return {**{k: v[rows] for k, v in data.items()}, **safety_rows}
+        return {**{k: v[rows] for k, v in data.items()}, **(safety_rows if due(step) else {})}
 
     checkpointer = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir is not None else None
     ctx.log(f"{desc}: {method}, {steps} steps, lr {lr:g}, {n} examples")

