@@ -62,8 +62,8 @@ def test_real_pipeline_aligns_saves_and_resumes(tiny_checkpoint, tmp_path, monke
     (run_dir,) = (tmp_path / "real_spf").glob("seed0-*")
     aligned = load_pretrained(run_dir / "aligned")
     base = load_pretrained(tiny_checkpoint)
-    w_aligned = np.asarray(aligned.layers.mlp.up_proj.kernel.value)
-    w_base = np.asarray(base.layers.mlp.up_proj.kernel.value)
+    w_aligned = np.asarray(aligned.layers.mlp.up_proj.kernel[...])
+    w_base = np.asarray(base.layers.mlp.up_proj.kernel[...])
     assert not np.allclose(w_aligned, w_base)
     assert json.loads((run_dir / "results.json").read_text())["runs"]["poisoned"]["spf"]["refusal_rate"] == m["runs"]["poisoned"]["spf"]["refusal_rate"]
     # poison = the candidates the base model complied with (a keyword-free, non-empty answer)
