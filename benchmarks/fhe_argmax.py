@@ -45,24 +45,43 @@ VARIANTS = (
 )
 
 
-def run_cell(variant: str, k: int, bits: int, *, prompts: int, inputs: int, repeats: int, timeout: float) -> dict:
+def run_cell(
+    variant: str, k: int, bits: int, *, prompts: int, inputs: int, repeats: int, timeout: float
+) -> dict:
     start = time.perf_counter()
     try:
         _, meta = delegate(
-            "argmax_grid", {}, {"ks": [k], "bits": [bits], "variants": [variant], "repeats": repeats, "prompts": prompts, "inputs": inputs}, timeout=timeout
+            "argmax_grid",
+            {},
+            {
+                "ks": [k],
+                "bits": [bits],
+                "variants": [variant],
+                "repeats": repeats,
+                "prompts": prompts,
+                "inputs": inputs,
+            },
+            timeout=timeout,
         )
         row = meta["rows"][0]
         row["status"] = "ok"
     except subprocess.TimeoutExpired:
         row = {"variant": variant, "k": k, "bits": bits, "status": f"capped at {timeout:.0f} s"}
     except Exception as err:  # a compile error of one variant must not end the grid
-        row = {"variant": variant, "k": k, "bits": bits, "status": f"error: {str(err).splitlines()[-1][:80]}"}
+        row = {
+            "variant": variant,
+            "k": k,
+            "bits": bits,
+            "status": f"error: {str(err).splitlines()[-1][:80]}",
+        }
     row["wall_s"] = time.perf_counter() - start
     return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ks", type=int, nargs="+")
     parser.add_argument("--bits", type=int, nargs="+")
@@ -71,7 +90,9 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--cell-timeout", type=float, default=120.0)
-    parser.add_argument("--budget", type=float, default=2400.0, help="total seconds; later cells are skipped")
+    parser.add_argument(
+        "--budget", type=float, default=2400.0, help="total seconds; later cells are skipped"
+    )
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     ks = args.ks or ([2, 4, 8] if args.quick else [2, 4, 8, 16])
@@ -79,7 +100,9 @@ def main() -> None:
     for v in args.variants:
         parse_variant(v)
     if fhe_python() is None:
-        raise SystemExit("no fhe environment (.venv-fhe or $JAXTRUST_FHE_PYTHON): see jaxtrust.fhe.require_concrete")
+        raise SystemExit(
+            "no fhe environment (.venv-fhe or $JAXTRUST_FHE_PYTHON): see jaxtrust.fhe.require_concrete"
+        )
 
     rows, capped, start = [], set(), time.perf_counter()
     for bits in bits_list:
@@ -87,19 +110,46 @@ def main() -> None:
             for variant in args.variants:
                 key = (variant, bits)
                 if key in capped:
-                    rows.append({"variant": variant, "k": k, "bits": bits, "status": "skipped (smaller k capped)"})
+                    rows.append(
+                        {
+                            "variant": variant,
+                            "k": k,
+                            "bits": bits,
+                            "status": "skipped (smaller k capped)",
+                        }
+                    )
                     continue
                 if {(NAIVE_ARGMAX_VARIANT, bits), (DEFAULT_ARGMAX_VARIANT, bits)} <= capped:
-                    rows.append({"variant": variant, "k": k, "bits": bits, "status": "skipped (naive and default capped)"})
+                    rows.append(
+                        {
+                            "variant": variant,
+                            "k": k,
+                            "bits": bits,
+                            "status": "skipped (naive and default capped)",
+                        }
+                    )
                     continue
                 if time.perf_counter() - start > args.budget:
-                    rows.append({"variant": variant, "k": k, "bits": bits, "status": "skipped (budget)"})
+                    rows.append(
+                        {"variant": variant, "k": k, "bits": bits, "status": "skipped (budget)"}
+                    )
                     continue
-                row = run_cell(variant, k, bits, prompts=args.prompts, inputs=args.inputs, repeats=args.repeats, timeout=args.cell_timeout)
+                row = run_cell(
+                    variant,
+                    k,
+                    bits,
+                    prompts=args.prompts,
+                    inputs=args.inputs,
+                    repeats=args.repeats,
+                    timeout=args.cell_timeout,
+                )
                 if row["status"] != "ok":
                     capped.add(key)
                 rows.append(row)
-                print(f"k={k} bits={bits} {variant}: {row['status']} run_s={row.get('run_s', float('nan')):.3f} pbs={row.get('pbs', '-')} ({row['wall_s']:.0f} s)", flush=True)
+                print(
+                    f"k={k} bits={bits} {variant}: {row['status']} run_s={row.get('run_s', float('nan')):.3f} pbs={row.get('pbs', '-')} ({row['wall_s']:.0f} s)",
+                    flush=True,
+                )
 
     by_cell = {(r["variant"], r["k"], r["bits"]): r for r in rows if r.get("status") == "ok"}
     table = []
@@ -113,25 +163,66 @@ def main() -> None:
         ratio = naive["run_s"] / r["run_s"] if naive else float("nan")
         ratio_same = same["run_s"] / r["run_s"] if same else float("nan")
         keys_mb = (r["bootstrap_key_bytes"] + r["keyswitch_key_bytes"]) / 2**20
-        exact = ("yes" if r["exact"] else f"no ({r['errors']}/{r['inputs']} wrong)") + ("" if r["exact_variant"] else " [approx]")
-        table.append(
-            [r["variant"], r["k"], r["bits"], r["pbs"], r["max_bit_width"], r["compile_s"], r["keygen_s"], r["encrypt_s"], r["run_s"], r["decrypt_s"], keys_mb, ratio, ratio_same, exact]
+        exact = ("yes" if r["exact"] else f"no ({r['errors']}/{r['inputs']} wrong)") + (
+            "" if r["exact_variant"] else " [approx]"
         )
-    headers = ["variant", "k", "bits", "PBS", "max bits", "compile s", "keygen s", "encrypt s", "run s", "decrypt s", "keys MB", "x naive (speedup)", "x seq same strategy", "exact"]
+        table.append(
+            [
+                r["variant"],
+                r["k"],
+                r["bits"],
+                r["pbs"],
+                r["max_bit_width"],
+                r["compile_s"],
+                r["keygen_s"],
+                r["encrypt_s"],
+                r["run_s"],
+                r["decrypt_s"],
+                keys_mb,
+                ratio,
+                ratio_same,
+                exact,
+            ]
+        )
+    headers = [
+        "variant",
+        "k",
+        "bits",
+        "PBS",
+        "max bits",
+        "compile s",
+        "keygen s",
+        "encrypt s",
+        "run s",
+        "decrypt s",
+        "keys MB",
+        "x naive (speedup)",
+        "x seq same strategy",
+        "exact",
+    ]
     body = markdown_table(headers, table)
     print(body)
 
     # The goal check: the default against naive at k >= 8.
-    notes = [f"Default variant `{DEFAULT_ARGMAX_VARIANT}`; naive baseline `{NAIVE_ARGMAX_VARIANT}`; m = {args.prompts} prompts summed in the circuit; {args.inputs} inputs per cell (random + all-tied + many-tied), run s = median; cell cap {args.cell_timeout:.0f} s (compile + keygen + runs, fresh process); fhe python {fhe_python()}."]
+    notes = [
+        f"Default variant `{DEFAULT_ARGMAX_VARIANT}`; naive baseline `{NAIVE_ARGMAX_VARIANT}`; m = {args.prompts} prompts summed in the circuit; {args.inputs} inputs per cell (random + all-tied + many-tied), run s = median; cell cap {args.cell_timeout:.0f} s (compile + keygen + runs, fresh process); fhe python {fhe_python()}."
+    ]
     for (variant, k, bits), r in sorted(by_cell.items(), key=lambda x: (x[0][2], x[0][1])):
         if variant == DEFAULT_ARGMAX_VARIANT and k >= 8:
             naive = by_cell.get((NAIVE_ARGMAX_VARIANT, k, bits))
             if naive:
-                notes.append(f"k={k}, bits={bits}: default {r['run_s']:.3f} s vs naive {naive['run_s']:.3f} s = {naive['run_s'] / r['run_s']:.1f}x, exact={r['exact']}.")
+                notes.append(
+                    f"k={k}, bits={bits}: default {r['run_s']:.3f} s vs naive {naive['run_s']:.3f} s = {naive['run_s'] / r['run_s']:.1f}x, exact={r['exact']}."
+                )
     print("\n".join(notes))
     if not args.no_append:
         command = "python benchmarks/fhe_argmax.py " + " ".join(sys.argv[1:])
-        append_results("Encrypted ensemble argmax (Concrete TFHE): variants vs naive sequential max", command.strip(), body, "\n".join(f"- {n}" for n in notes))
+        append_results(
+            "Encrypted ensemble argmax (Concrete TFHE): variants vs naive sequential max",
+            command.strip(),
+            body,
+            "\n".join(f"- {n}" for n in notes),
+        )
 
 
 if __name__ == "__main__":

@@ -77,11 +77,17 @@ def run_one(model_name: str, method: str, rank, refresh, schedule: str, steps: i
     graphdef, state = init_train_state(model, tx)
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, config.vocab_size, size=(batch, seq)).astype(np.int32)
-    data = {"tokens": tokens, "attention_mask": np.ones((batch, seq), bool), "loss_mask": np.ones((batch, seq), np.float32)}
+    data = {
+        "tokens": tokens,
+        "attention_mask": np.ones((batch, seq), bool),
+        "loss_mask": np.ones((batch, seq), np.float32),
+    }
     safety = {k: v[:1] for k, v in data.items()}
 
     def loss_of(m, b):
-        return lm_loss(m(b["tokens"], attention_mask=b["attention_mask"]).logits, b["tokens"], b["loss_mask"])
+        return lm_loss(
+            m(b["tokens"], attention_mask=b["attention_mask"]).logits, b["tokens"], b["loss_mask"]
+        )
 
     def loss_fn(m, b, key):
         del key
@@ -99,15 +105,33 @@ def run_one(model_name: str, method: str, rank, refresh, schedule: str, steps: i
         steps_by_due = {False: make_train_step(graphdef, loss_fn, tx)}
         due_at = lambda i: False
     elif schedule == "cond" and refresh != 1:
-        steps_by_due = {False: make_train_step(graphdef, loss_fn, tx, extra_args_fn=cond_extra_args)}
+        steps_by_due = {
+            False: make_train_step(graphdef, loss_fn, tx, extra_args_fn=cond_extra_args)
+        }
         due_at = lambda i: False
     else:
-        steps_by_due = {True: make_train_step(graphdef, loss_fn, tx, extra_args_fn=lambda st, b: {"safety_grads": safety_grads(st)})}
+        steps_by_due = {
+            True: make_train_step(
+                graphdef,
+                loss_fn,
+                tx,
+                extra_args_fn=lambda st, b: {"safety_grads": safety_grads(st)},
+            )
+        }
         if refresh != 1:
             steps_by_due[False] = make_train_step(graphdef, loss_fn, tx)
         due_at = lambda i: i == 0 if refresh is None else i % refresh == 0
     mems = [f.lower(state, data).compile().memory_analysis() for f in steps_by_due.values()]
-    step_mb = max((m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes) / 2**20 for m in mems)
+    step_mb = max(
+        (
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            - m.alias_size_in_bytes
+            + m.temp_size_in_bytes
+        )
+        / 2**20
+        for m in mems
+    )
 
     def block(pick, st, n, first):
         start = time.perf_counter()
@@ -116,7 +140,9 @@ def run_one(model_name: str, method: str, rank, refresh, schedule: str, steps: i
             jax.block_until_ready(metrics["loss"])
         return st, time.perf_counter() - start
 
-    pick = lambda i: steps_by_due[due_at(i)] if len(steps_by_due) > 1 else next(iter(steps_by_due.values()))
+    pick = lambda i: (
+        steps_by_due[due_at(i)] if len(steps_by_due) > 1 else next(iter(steps_by_due.values()))
+    )
     # warm-up: step 0 (due, compiles) and step 1 (compiles the other step, if any)
     state, _ = block(pick, state, 2, 0)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -134,20 +160,35 @@ def run_one(model_name: str, method: str, rank, refresh, schedule: str, steps: i
         done = first + steps
         base_state, tb = block(base_pick, base_state, steps, 0)
         total, base_total = total + t, base_total + tb
-    return {"step_s": total / (2 * steps), "base_step_s": base_total / (2 * steps), "overhead": total / base_total - 1.0, "step_mb": step_mb, "peak_rss_mb": rss_mb}
+    return {
+        "step_s": total / (2 * steps),
+        "base_step_s": base_total / (2 * steps),
+        "overhead": total / base_total - 1.0,
+        "step_mb": step_mb,
+        "peak_rss_mb": rss_mb,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed block (a multiple of 10)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="steps per timed block (a multiple of 10)"
+    )
     parser.add_argument("--no-append", action="store_true")
-    parser.add_argument("--one", nargs=5, metavar=("MODEL", "METHOD", "RANK", "REFRESH", "SCHEDULE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--one",
+        nargs=5,
+        metavar=("MODEL", "METHOD", "RANK", "REFRESH", "SCHEDULE"),
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args()
     if args.one:
         model, method, rank, refresh, schedule = args.one
         as_int = lambda x: None if x == "None" else int(x)
-        print(json.dumps(run_one(model, method, as_int(rank), as_int(refresh), schedule, args.steps)))
+        print(
+            json.dumps(run_one(model, method, as_int(rank), as_int(refresh), schedule, args.steps))
+        )
         return
 
     from _common import append_results, markdown_table
@@ -157,17 +198,59 @@ def main() -> None:
         steps = args.steps if model == "tiny" else max(10, args.steps // 2)
         for method, rank, refresh, schedule in VARIANTS:
             out = subprocess.run(
-                [sys.executable, __file__, "--steps", str(steps), "--one", model, method, str(rank), str(refresh), schedule],
-                capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--steps",
+                    str(steps),
+                    "--one",
+                    model,
+                    method,
+                    str(rank),
+                    str(refresh),
+                    schedule,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
-            label = "AdamW (vs AdamW: noise floor)" if method == "adamw" else f"SPF rank {rank}, refresh {'once' if refresh is None else f'every {refresh}'} ({schedule}) + AdamW"
-            rows.append([model, label, f"{result['step_s'] * 1e3:.1f} ms", f"{result['base_step_s'] * 1e3:.1f} ms", f"{result['overhead'] * 100:+.1f} %", f"{result['step_mb']:.1f} MB", f"{result['peak_rss_mb']:.0f} MB"])
+            label = (
+                "AdamW (vs AdamW: noise floor)"
+                if method == "adamw"
+                else f"SPF rank {rank}, refresh {'once' if refresh is None else f'every {refresh}'} ({schedule}) + AdamW"
+            )
+            rows.append(
+                [
+                    model,
+                    label,
+                    f"{result['step_s'] * 1e3:.1f} ms",
+                    f"{result['base_step_s'] * 1e3:.1f} ms",
+                    f"{result['overhead'] * 100:+.1f} %",
+                    f"{result['step_mb']:.1f} MB",
+                    f"{result['peak_rss_mb']:.0f} MB",
+                ]
+            )
             print(rows[-1], flush=True)
-    table = markdown_table(["model", "optimizer", "step time (mean)", "paired AdamW step", "overhead vs AdamW", "compiled step buffers", "peak RSS"], rows)
+    table = markdown_table(
+        [
+            "model",
+            "optimizer",
+            "step time (mean)",
+            "paired AdamW step",
+            "overhead vs AdamW",
+            "compiled step buffers",
+            "peak RSS",
+        ],
+        rows,
+    )
     print(table)
     if not args.no_append:
-        command = "python benchmarks/spf_overhead.py" + (" --quick" if args.quick else "") + f" --steps {args.steps}"
+        command = (
+            "python benchmarks/spf_overhead.py"
+            + (" --quick" if args.quick else "")
+            + f" --steps {args.steps}"
+        )
         notes = f"Batch x seq: {MODELS}. Paired timing (see the script's docstring); {2 * args.steps} timed steps per configuration on the tiny model, {2 * max(10, args.steps // 2)} on the 135M one."
         append_results("SPF overhead: AdamW vs SPF+AdamW", command, table + "\n", notes)
 

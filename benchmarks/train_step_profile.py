@@ -63,10 +63,26 @@ def main() -> None:
     opt_state = tx.init(params)
     grads = jax.jit(jax.grad(loss_with_head))(params, tokens)
     rows = [
-        ["forward (logits)", median_seconds(jax.jit(forward), params, tokens, repeats=args.repeats)],
-        ["forward + backward, LM loss", median_seconds(jax.jit(jax.value_and_grad(loss_with_head)), params, tokens, repeats=args.repeats)],
-        ["forward + backward, no head/loss", median_seconds(jax.jit(jax.value_and_grad(loss_without_head)), params, tokens, repeats=args.repeats)],
-        ["AdamW update", median_seconds(jax.jit(tx.update), grads, opt_state, params, repeats=args.repeats)],
+        [
+            "forward (logits)",
+            median_seconds(jax.jit(forward), params, tokens, repeats=args.repeats),
+        ],
+        [
+            "forward + backward, LM loss",
+            median_seconds(
+                jax.jit(jax.value_and_grad(loss_with_head)), params, tokens, repeats=args.repeats
+            ),
+        ],
+        [
+            "forward + backward, no head/loss",
+            median_seconds(
+                jax.jit(jax.value_and_grad(loss_without_head)), params, tokens, repeats=args.repeats
+            ),
+        ],
+        [
+            "AdamW update",
+            median_seconds(jax.jit(tx.update), grads, opt_state, params, repeats=args.repeats),
+        ],
     ]
     table = markdown_table(["part", "seconds"], rows)
     print(table)

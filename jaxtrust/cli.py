@@ -1,8 +1,8 @@
 """The ``jaxtrust`` command line.
 
-  jaxtrust reproduce NAME|all [--preset quick|full] [--seed S] [--out DIR] [--set key=value ...]
-  jaxtrust list
-  jaxtrust info
+jaxtrust reproduce NAME|all [--preset quick|full] [--seed S] [--out DIR] [--set key=value ...]
+jaxtrust list
+jaxtrust info
 """
 
 from __future__ import annotations
@@ -37,7 +37,18 @@ def info() -> dict:
         "datasets": importlib.util.find_spec("datasets") is not None,
     }
     versions = {"jaxtrust": __version__}
-    for dist in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "transformers", "torch", "safetensors", "gguf"):
+    for dist in (
+        "jax",
+        "jaxlib",
+        "flax",
+        "optax",
+        "orbax-checkpoint",
+        "numpy",
+        "transformers",
+        "torch",
+        "safetensors",
+        "gguf",
+    ):
         v = _version(dist)
         if v:
             versions[dist] = v
@@ -74,23 +85,51 @@ def _reproduce(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         out = out_root / name if args.name == "all" else out_root
-        result = run_experiment(name, preset=args.preset, seed=args.seed, out_dir=out, overrides=args.set or [], progress=not args.quiet)
+        result = run_experiment(
+            name,
+            preset=args.preset,
+            seed=args.seed,
+            out_dir=out,
+            overrides=args.set or [],
+            progress=not args.quiet,
+        )
         headline = result.metrics.get("headline", {})
-        rows.append([name, str(out), ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items())])
+        rows.append(
+            [
+                name,
+                str(out),
+                ", ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in headline.items()
+                ),
+            ]
+        )
     if args.name == "all":
-        print("\n" + Table("jaxtrust reproduce all", ["experiment", "output", "headline"], rows).to_text())
+        print(
+            "\n"
+            + Table("jaxtrust reproduce all", ["experiment", "output", "headline"], rows).to_text()
+        )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxtrust", description="JAX-native trustworthy-ML methods.")
+    parser = argparse.ArgumentParser(
+        prog="jaxtrust", description="JAX-native trustworthy-ML methods."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("reproduce", help="run a registered experiment (or 'all') and write metrics.json, report.md, plots")
+    rep = sub.add_parser(
+        "reproduce",
+        help="run a registered experiment (or 'all') and write metrics.json, report.md, plots",
+    )
     rep.add_argument("name", help="experiment name, or 'all' (see `jaxtrust list`)")
     rep.add_argument("--preset", choices=("quick", "full"), default="quick")
     rep.add_argument("--seed", type=int, default=0)
-    rep.add_argument("--out", default=None, help="output directory (default runs/NAME-PRESET-seedS)")
-    rep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    rep.add_argument(
+        "--out", default=None, help="output directory (default runs/NAME-PRESET-seedS)"
+    )
+    rep.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)"
+    )
     rep.add_argument("--quiet", action="store_true", help="no progress output")
     sub.add_parser("list", help="list the registered experiments")
     inf = sub.add_parser("info", help="versions, devices and optional backends")

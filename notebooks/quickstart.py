@@ -32,7 +32,14 @@ from flax import nnx
 from jaxtrust.data import ArithmeticWorld, collate
 from jaxtrust.models import CausalLM, LMConfig, generate
 from jaxtrust.safety import spf
-from jaxtrust.training import Checkpointer, fit, init_train_state, lm_loss, make_train_step, merge_model
+from jaxtrust.training import (
+    Checkpointer,
+    fit,
+    init_train_state,
+    lm_loss,
+    make_train_step,
+    merge_model,
+)
 
 SMOKE = os.environ.get("JAXTRUST_SMOKE") == "1"
 STEPS = 40 if SMOKE else 1500
@@ -67,11 +74,22 @@ def loss_fn(model, batch, rng):
 # ## Train with checkpoints (a killed run resumes where it stopped)
 
 # %%
-tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 3e-3, STEPS // 10, STEPS), weight_decay=0.01)
+tx = optax.adamw(
+    optax.warmup_cosine_decay_schedule(0.0, 3e-3, STEPS // 10, STEPS), weight_decay=0.01
+)
 graphdef, state = init_train_state(model, tx)
 step = make_train_step(graphdef, loss_fn, tx)
 ckpt_dir = tempfile.mkdtemp()
-state, history = fit(graphdef, state, step, make_batch, num_steps=STEPS, checkpointer=Checkpointer(ckpt_dir), checkpoint_every=max(1, STEPS // 3), progress=not SMOKE)
+state, history = fit(
+    graphdef,
+    state,
+    step,
+    make_batch,
+    num_steps=STEPS,
+    checkpointer=Checkpointer(ckpt_dir),
+    checkpoint_every=max(1, STEPS // 3),
+    progress=not SMOKE,
+)
 print("final loss", history[-1]["loss"])
 
 # %% [markdown]
@@ -80,7 +98,12 @@ print("final loss", history[-1]["loss"])
 # %%
 trained = merge_model(graphdef, state)
 test = world.sample(8, split="test", seed=1)
-out = generate(trained, [[tok.bos_id, *tok.encode(e.prompt), tok.sep_id] for e in test], max_new_tokens=3, stop_tokens=(tok.eos_id,))
+out = generate(
+    trained,
+    [[tok.bos_id, *tok.encode(e.prompt), tok.sep_id] for e in test],
+    max_new_tokens=3,
+    stop_tokens=(tok.eos_id,),
+)
 for e, row in zip(test, out.tokens, strict=True):
     print(f"{e.prompt!r:45} -> {tok.decode(row)!r} (reference {e.response})")
 

@@ -25,7 +25,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-
 RUNTIME_CHECKED = (
     "jaxtrust.models",
     "jaxtrust.training",
@@ -68,5 +67,9 @@ def has_module(name: str) -> bool:
 HAS_TORCH = has_module("torch") and has_module("transformers")
 HAS_CONCRETE = has_module("concrete")
 
-requires_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs torch + transformers (pip install jaxtrust[torch])")
-requires_concrete = pytest.mark.skipif(not HAS_CONCRETE, reason="needs Concrete (pip install jaxtrust[fhe])")
+requires_torch = pytest.mark.skipif(
+    not HAS_TORCH, reason="needs torch + transformers (pip install jaxtrust[torch])"
+)
+requires_concrete = pytest.mark.skipif(
+    not HAS_CONCRETE, reason="needs Concrete (pip install jaxtrust[fhe])"
+)

@@ -15,7 +15,9 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.py"))
 def test_notebook_runs(path):
     env = {**os.environ, "JAXTRUST_SMOKE": "1"}
     env["XLA_FLAGS"] = ""  # one device, as in Colab
-    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
 

@@ -9,7 +9,9 @@ import pytest
 from jaxtrust.training import dpo_loss
 
 
-@pytest.mark.skipif(importlib.util.find_spec("beartype") is None, reason="runtime checks need beartype (dev extra)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("beartype") is None, reason="runtime checks need beartype (dev extra)"
+)
 def test_annotation_mismatch_is_caught_at_call_time():
     z = jnp.zeros(3)
     with pytest.raises(jaxtyping.TypeCheckError, match="ref_rejected_logps"):

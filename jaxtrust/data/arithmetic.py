@@ -107,7 +107,11 @@ class ArithmeticWorld:
     def answer(self, prompt: str) -> int:
         """The correct answer of a prompt produced by this world (used to check generators)."""
         for template, op in TRAIN_TEMPLATES + HELDOUT_TEMPLATES:
-            escaped = re.escape(template).replace(r"\{a\}", r"(?P<a>\d+)").replace(r"\{b\}", r"(?P<b>\d+)")
+            escaped = (
+                re.escape(template)
+                .replace(r"\{a\}", r"(?P<a>\d+)")
+                .replace(r"\{b\}", r"(?P<b>\d+)")
+            )
             pattern = "^" + escaped + "$"
             match = re.match(pattern, prompt)
             if match:
@@ -122,5 +126,8 @@ class ArithmeticWorld:
             raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
         if not examples:
             raise ValueError("examples is empty")
-        hits = [(p.split() or [""])[0] == ex.response for p, ex in zip(predictions, examples, strict=True)]
+        hits = [
+            (p.split() or [""])[0] == ex.response
+            for p, ex in zip(predictions, examples, strict=True)
+        ]
         return float(np.mean(hits))

@@ -72,7 +72,9 @@ def collate(
     if seq_len is None:
         seq_len = max(pad_to_multiple, -(-longest // pad_to_multiple) * pad_to_multiple)
     elif longest > seq_len:
-        raise ValueError(f"seq_len={seq_len} is shorter than the longest sequence ({longest} tokens)")
+        raise ValueError(
+            f"seq_len={seq_len} is shorter than the longest sequence ({longest} tokens)"
+        )
     n = len(sequences)
     tokens = np.full((n, seq_len), pad_id, dtype=np.int32)
     attention = np.zeros((n, seq_len), dtype=bool)

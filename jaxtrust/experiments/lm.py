@@ -40,20 +40,44 @@ class LMExperimentConfig:
 
 PRESETS = {
     "quick": LMExperimentConfig(),
-    "full": LMExperimentConfig(max_operand=30, num_layers=4, hidden_size=128, num_heads=8, num_kv_heads=4, intermediate_size=384, steps=6000, batch_size=64, eval_examples=512),
+    "full": LMExperimentConfig(
+        max_operand=30,
+        num_layers=4,
+        hidden_size=128,
+        num_heads=8,
+        num_kv_heads=4,
+        intermediate_size=384,
+        steps=6000,
+        batch_size=64,
+        eval_examples=512,
+    ),
 }
 
 
 def _exact_match(model, tokenizer, world, examples) -> float:
     from jaxtrust.models.generation import generate
 
-    prompts = [[tokenizer.bos_id] + tokenizer.encode(ex.prompt) + [tokenizer.sep_id] for ex in examples]
-    out = generate(model, prompts, max_new_tokens=3, temperature=0.0, stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
+    prompts = [
+        [tokenizer.bos_id] + tokenizer.encode(ex.prompt) + [tokenizer.sep_id] for ex in examples
+    ]
+    out = generate(
+        model,
+        prompts,
+        max_new_tokens=3,
+        temperature=0.0,
+        stop_tokens=(tokenizer.eos_id,),
+        pad_id=tokenizer.pad_id,
+    )
     predictions = [tokenizer.decode(row) for row in np.asarray(out.tokens)]
     return world.exact_match(predictions, examples)
 
 
-@register("lm", description="train a causal LM on the arithmetic world; exact match on unseen pairs and templates", config_cls=LMExperimentConfig, presets=PRESETS)
+@register(
+    "lm",
+    description="train a causal LM on the arithmetic world; exact match on unseen pairs and templates",
+    config_cls=LMExperimentConfig,
+    presets=PRESETS,
+)
 def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib
 
@@ -61,7 +85,14 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
     import matplotlib.pyplot as plt
 
     from jaxtrust.models import CausalLM, LMConfig
-    from jaxtrust.training import Checkpointer, fit, init_train_state, lm_loss, make_train_step, merge_model
+    from jaxtrust.training import (
+        Checkpointer,
+        fit,
+        init_train_state,
+        lm_loss,
+        make_train_step,
+        merge_model,
+    )
 
     world = ArithmeticWorld(max_operand=config.max_operand, seed=ctx.seed)
     tok = world.tokenizer
@@ -75,8 +106,12 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
         max_position_embeddings=64,
     )
     model = CausalLM(model_config, rngs=nnx.Rngs(ctx.seed))
-    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps, config.steps, config.learning_rate * 0.05)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay))
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, config.warmup_steps, config.steps, config.learning_rate * 0.05
+    )
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay)
+    )
     graphdef, state = init_train_state(model, tx, seed=ctx.seed)
 
     def loss_fn(model, batch, rng):
@@ -89,12 +124,27 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
         prompts = [[tok.bos_id] + tok.encode(ex.prompt) + [tok.sep_id] for ex in examples]
         responses = [tok.encode(ex.response) + [tok.eos_id] for ex in examples]
         batch = collate(prompts, responses, pad_id=tok.pad_id, seq_len=config.seq_len)
-        return {"tokens": batch.tokens, "attention_mask": batch.attention_mask, "loss_mask": batch.loss_mask}
+        return {
+            "tokens": batch.tokens,
+            "attention_mask": batch.attention_mask,
+            "loss_mask": batch.loss_mask,
+        }
 
     train_step = make_train_step(graphdef, loss_fn, tx)
     checkpointer = Checkpointer(ctx.out_dir / "checkpoints", max_to_keep=2)
-    ctx.log(f"training {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters for {config.steps} steps")
-    state, history = fit(graphdef, state, train_step, batches_fn, num_steps=config.steps, checkpointer=checkpointer, checkpoint_every=config.checkpoint_every, progress=ctx.progress)
+    ctx.log(
+        f"training {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters for {config.steps} steps"
+    )
+    state, history = fit(
+        graphdef,
+        state,
+        train_step,
+        batches_fn,
+        num_steps=config.steps,
+        checkpointer=checkpointer,
+        checkpoint_every=config.checkpoint_every,
+        progress=ctx.progress,
+    )
     checkpointer.close()
     trained = merge_model(graphdef, state)
     tok.save(ctx.out_dir / "tokenizer.json")
@@ -126,7 +176,11 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
         ],
     )
     metrics = {
-        "headline": {"test_exact_match": results["test"], "heldout_exact_match": results["heldout"], "final_loss": final_loss},
+        "headline": {
+            "test_exact_match": results["test"],
+            "heldout_exact_match": results["heldout"],
+            "final_loss": final_loss,
+        },
         "exact_match": results,
         "final_loss": final_loss,
         "loss_curve": losses[:: max(1, len(losses) // 200)].tolist(),

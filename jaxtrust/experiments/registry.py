@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _discover_experiment_modules() -> tuple[str, ...]:
     """Every public module of this package except the registry registers experiments.
 
@@ -24,7 +23,11 @@ def _discover_experiment_modules() -> tuple[str, ...]:
     to edit. Modules are imported lazily (see ``_load_all``) so that ``jaxtrust --help`` stays fast.
     """
     package_dir = Path(__file__).parent
-    names = sorted(p.stem for p in package_dir.glob("*.py") if not p.stem.startswith("_") and p.stem != "registry")
+    names = sorted(
+        p.stem
+        for p in package_dir.glob("*.py")
+        if not p.stem.startswith("_") and p.stem != "registry"
+    )
     return tuple(f"jaxtrust.experiments.{name}" for name in names)
 
 
@@ -44,7 +47,9 @@ class Table:
     def __post_init__(self):
         for row in self.rows:
             if len(row) != len(self.columns):
-                raise ValueError(f"table {self.title!r}: row {row!r} has {len(row)} cells, expected {len(self.columns)}")
+                raise ValueError(
+                    f"table {self.title!r}: row {row!r} has {len(row)} cells, expected {len(self.columns)}"
+                )
 
     def to_markdown(self) -> str:
         def fmt(x: Any) -> str:
@@ -52,12 +57,19 @@ class Table:
                 return "nan" if math.isnan(x) else f"{x:.4g}"
             return str(x)
 
-        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines = [
+            f"**{self.title}**",
+            "",
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "---|" * len(self.columns),
+        ]
         lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in self.rows]
         return "\n".join(lines)
 
     def to_text(self) -> str:
-        cells = [[str(c) for c in self.columns]] + [[Table._fmt(x) for x in row] for row in self.rows]
+        cells = [[str(c) for c in self.columns]] + [
+            [Table._fmt(x) for x in row] for row in self.rows
+        ]
         widths = [max(len(r[i]) for r in cells) for i in range(len(self.columns))]
         out = [self.title]
         for j, row in enumerate(cells):
@@ -172,7 +184,9 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
             raise ValueError(f"override {item!r} must look like key=value")
         key, value = item.split("=", 1)
         if key not in hints:
-            raise ValueError(f"unknown config field {key!r} for {type(config).__name__}; fields: {sorted(hints)}")
+            raise ValueError(
+                f"unknown config field {key!r} for {type(config).__name__}; fields: {sorted(hints)}"
+            )
         try:
             changes[key] = _coerce(value, hints[key])
         except (ValueError, json.JSONDecodeError) as err:
@@ -233,19 +247,39 @@ def run_experiment(
     start = time.perf_counter()
     result = experiment.fn(config, ctx)
     wall = time.perf_counter() - start
-    run_info = {"experiment": name, "preset": preset, "seed": seed, "config": _jsonable(config), "wall_s": round(wall, 2), **environment_info()}
+    run_info = {
+        "experiment": name,
+        "preset": preset,
+        "seed": seed,
+        "config": _jsonable(config),
+        "wall_s": round(wall, 2),
+        **environment_info(),
+    }
     metrics = {**_jsonable(result.metrics), "_run": run_info}
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, sort_keys=False))
     tmp.replace(out / "metrics.json")  # atomic: a crash never leaves a half-written file
-    lines = [f"# {name}: {experiment.description}", "", f"Preset `{preset}`, seed {seed}, {wall:.1f} s on {run_info['machine']} (jax {run_info['jax']}, {run_info['date']}).", ""]
+    lines = [
+        f"# {name}: {experiment.description}",
+        "",
+        f"Preset `{preset}`, seed {seed}, {wall:.1f} s on {run_info['machine']} (jax {run_info['jax']}, {run_info['date']}).",
+        "",
+    ]
     if result.summary:
         lines += [result.summary, ""]
     for table in result.tables:
         lines += [table.to_markdown(), ""]
     for plot in ctx.plots:
         lines += [f"![{plot.stem}]({plot.name})", ""]
-    lines += ["<details><summary>config</summary>", "", "```json", json.dumps(_jsonable(config), indent=2), "```", "</details>", ""]
+    lines += [
+        "<details><summary>config</summary>",
+        "",
+        "```json",
+        json.dumps(_jsonable(config), indent=2),
+        "```",
+        "</details>",
+        "",
+    ]
     (out / "report.md").write_text("\n".join(lines))
     if progress:
         for table in result.tables:

@@ -79,7 +79,9 @@ def encrypted_max_smoke(
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in [1, 8], got {bits}")
     if values.min() < 0 or values.max() >= 2**bits:
-        raise ValueError(f"values must lie in [0, {2**bits}) for bits={bits}, got {values.min()}..{values.max()}")
+        raise ValueError(
+            f"values must lie in [0, {2**bits}) for bits={bits}, got {values.min()}..{values.max()}"
+        )
     fhe = require_concrete()
     k = values.shape[0]
 

@@ -38,7 +38,9 @@ def unpack(message: bytes, expected_kind: str) -> tuple[dict[str, Any], bytes]:
         raise TypeError(f"message must be bytes, got {type(message).__name__}")
     message = bytes(message)
     if not message.startswith(MAGIC) or len(message) < len(MAGIC) + 4:
-        raise ValueError(f"not a jaxtrust FHE message (expected a {expected_kind!r} message from jaxtrust.fhe)")
+        raise ValueError(
+            f"not a jaxtrust FHE message (expected a {expected_kind!r} message from jaxtrust.fhe)"
+        )
     (size,) = struct.unpack("<I", message[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
     try:

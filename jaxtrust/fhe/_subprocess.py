@@ -40,9 +40,16 @@ def _entry_points() -> dict[str, Any]:
     from jaxtrust.fhe import argmax, verbalizer
 
     return {
-        "encrypted_ensemble_argmax": lambda arrays, kw: argmax.encrypted_ensemble_argmax(arrays["scores"], **kw).to_payload(),
+        "encrypted_ensemble_argmax": lambda arrays, kw: argmax.encrypted_ensemble_argmax(
+            arrays["scores"], **kw
+        ).to_payload(),
         "argmax_grid": lambda arrays, kw: ({}, {"rows": argmax.argmax_grid(**kw)}),
-        "encrypted_verbalizer": lambda arrays, kw: verbalizer.encrypted_verbalizer(arrays["hidden"], arrays["weights"], **({"bias": arrays["bias"]} if "bias" in arrays else {}), **kw).to_payload(),
+        "encrypted_verbalizer": lambda arrays, kw: verbalizer.encrypted_verbalizer(
+            arrays["hidden"],
+            arrays["weights"],
+            **({"bias": arrays["bias"]} if "bias" in arrays else {}),
+            **kw,
+        ).to_payload(),
     }
 
 
@@ -58,25 +65,51 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def delegate(name: str, arrays: dict[str, np.ndarray], kwargs: dict[str, Any], *, timeout: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def delegate(
+    name: str,
+    arrays: dict[str, np.ndarray],
+    kwargs: dict[str, Any],
+    *,
+    timeout: float | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run entry point ``name`` in the fhe environment; returns its (arrays, JSON metadata)."""
     python = fhe_python()
     if python is None:
-        raise ConcreteUnavailableError(f"{INSTALL_HINT} (or set ${ENV_VAR} to an interpreter that has it)")
+        raise ConcreteUnavailableError(
+            f"{INSTALL_HINT} (or set ${ENV_VAR} to an interpreter that has it)"
+        )
     with tempfile.TemporaryDirectory(prefix="jaxtrust-fhe-call-") as tmp:
         tmp_path = Path(tmp)
         np.savez(tmp_path / "inputs.npz", **arrays)
-        (tmp_path / "request.json").write_text(json.dumps({"name": name, "kwargs": _jsonable(kwargs)}))
+        (tmp_path / "request.json").write_text(
+            json.dumps({"name": name, "kwargs": _jsonable(kwargs)})
+        )
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        env.pop("XLA_FLAGS", None)  # the worker never runs jax code; keep it single-device and quiet
-        proc = subprocess.run([str(python), "-m", "jaxtrust.fhe._subprocess", str(tmp_path)], capture_output=True, text=True, env=env, timeout=timeout)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
+        env.pop(
+            "XLA_FLAGS", None
+        )  # the worker never runs jax code; keep it single-device and quiet
+        proc = subprocess.run(
+            [str(python), "-m", "jaxtrust.fhe._subprocess", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
         result_file = tmp_path / "result.json"
         if not result_file.is_file():
-            raise RuntimeError(f"fhe worker ({python}) failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
+            raise RuntimeError(
+                f"fhe worker ({python}) failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}"
+            )
         result = json.loads(result_file.read_text())
         if "error" in result:
-            error_type = {"ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError}.get(result["error"]["type"], RuntimeError)
+            error_type = {
+                "ValueError": ValueError,
+                "TypeError": TypeError,
+                "KeyError": KeyError,
+            }.get(result["error"]["type"], RuntimeError)
             raise error_type(f"{result['error']['message']} (raised in the fhe environment)")
         with np.load(tmp_path / "outputs.npz", allow_pickle=False) as data:
             out_arrays = {key: data[key] for key in data.files}
@@ -90,7 +123,9 @@ def _worker(directory: Path) -> None:
     try:
         out_arrays, meta = _entry_points()[request["name"]](arrays, request["kwargs"])
     except (ValueError, TypeError, KeyError) as err:
-        (directory / "result.json").write_text(json.dumps({"error": {"type": type(err).__name__, "message": str(err)}}))
+        (directory / "result.json").write_text(
+            json.dumps({"error": {"type": type(err).__name__, "message": str(err)}})
+        )
         return
     np.savez(directory / "outputs.npz", **{key: np.asarray(v) for key, v in out_arrays.items()})
     (directory / "result.json").write_text(json.dumps({"meta": _jsonable(meta)}))

@@ -52,7 +52,14 @@ from jaxtyping import Float, Int
 
 from jaxtrust.fhe._backend import concrete_available, require_concrete
 
-STRUCTURES: tuple[str, ...] = ("sequential", "tree", "pairs", "packed", "tree_round1", "tree_round2")
+STRUCTURES: tuple[str, ...] = (
+    "sequential",
+    "tree",
+    "pairs",
+    "packed",
+    "tree_round1",
+    "tree_round2",
+)
 STRATEGIES: tuple[str, ...] = ("promoted", "casted", "default")
 EXACT_STRUCTURES: tuple[str, ...] = ("sequential", "tree", "pairs", "packed")
 ARGMAX_VARIANTS: tuple[str, ...] = tuple(f"{s}:{t}" for s in STRUCTURES for t in STRATEGIES)
@@ -67,13 +74,19 @@ MAX_BITS = 8
 def parse_variant(variant: str) -> tuple[str, str]:
     """Split ``"structure[:strategy]"`` and check both parts; a bare structure means ``promoted``."""
     if not isinstance(variant, str):
-        raise TypeError(f"variant must be a string like 'tree:promoted', got {type(variant).__name__}")
+        raise TypeError(
+            f"variant must be a string like 'tree:promoted', got {type(variant).__name__}"
+        )
     structure, _, strategy = variant.partition(":")
     strategy = strategy or "promoted"
     if structure not in STRUCTURES:
-        raise ValueError(f"variant structure must be one of {STRUCTURES}, got {structure!r} (in {variant!r})")
+        raise ValueError(
+            f"variant structure must be one of {STRUCTURES}, got {structure!r} (in {variant!r})"
+        )
     if strategy not in STRATEGIES:
-        raise ValueError(f"variant strategy must be one of {STRATEGIES}, got {strategy!r} (in {variant!r})")
+        raise ValueError(
+            f"variant strategy must be one of {STRATEGIES}, got {strategy!r} (in {variant!r})"
+        )
     return structure, strategy
 
 
@@ -112,27 +125,39 @@ def levels_for(bits: int, prompts: int) -> int:
     """Largest per-prompt integer L with ``prompts * L <= 2**bits - 1``."""
     levels = (2**bits - 1) // prompts
     if levels < 1:
-        raise ValueError(f"bits={bits} cannot hold the sum of {prompts} prompts (need 2**bits - 1 >= prompts)")
+        raise ValueError(
+            f"bits={bits} cannot hold the sum of {prompts} prompts (need 2**bits - 1 >= prompts)"
+        )
     return levels
 
 
 def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= MAX_BITS:
+    if (
+        isinstance(bits, bool)
+        or not isinstance(bits, (int, np.integer))
+        or not 2 <= bits <= MAX_BITS
+    ):
         raise ValueError(f"bits must be an integer in [2, {MAX_BITS}], got {bits!r}")
 
 
 def _check_scores(scores: Any) -> np.ndarray:
     scores = np.asarray(scores)
     if scores.ndim != 3 or scores.shape[0] < 1 or scores.shape[1] < 1 or scores.shape[2] < 2:
-        raise ValueError(f"scores must have shape [n, m, k] with n, m >= 1 and k >= 2, got {scores.shape}")
-    if not np.issubdtype(scores.dtype, np.number) or np.issubdtype(scores.dtype, np.complexfloating):
+        raise ValueError(
+            f"scores must have shape [n, m, k] with n, m >= 1 and k >= 2, got {scores.shape}"
+        )
+    if not np.issubdtype(scores.dtype, np.number) or np.issubdtype(
+        scores.dtype, np.complexfloating
+    ):
         raise TypeError(f"scores must be real numbers, got dtype {scores.dtype}")
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores must be finite")
     return scores.astype(np.float64)
 
 
-def quantize_scores(scores: Float[np.ndarray, "n m k"], bits: int) -> tuple[Int[np.ndarray, "n m k"], QuantSpec]:
+def quantize_scores(
+    scores: Float[np.ndarray, "n m k"], bits: int
+) -> tuple[Int[np.ndarray, "n m k"], QuantSpec]:
     """Quantize per-prompt score vectors so that their encrypted sum fits ``bits`` bits.
 
     Rule (per input i, one affine map shared by all its m prompts and k classes, so the sum over
@@ -209,7 +234,9 @@ def decode_output(out: np.ndarray, structure: str) -> int:
 # Circuits (need Concrete)
 
 
-def _configuration(fhe: Any, strategy: str, key_cache_dir: str | os.PathLike | None = None, **extra: Any) -> Any:
+def _configuration(
+    fhe: Any, strategy: str, key_cache_dir: str | os.PathLike | None = None, **extra: Any
+) -> Any:
     kwargs: dict[str, Any] = dict(extra)
     if strategy == "promoted":
         kwargs["comparison_strategy_preference"] = [fhe.ComparisonStrategy.ONE_TLU_PROMOTED]
@@ -218,7 +245,11 @@ def _configuration(fhe: Any, strategy: str, key_cache_dir: str | os.PathLike | N
         kwargs["comparison_strategy_preference"] = [fhe.ComparisonStrategy.THREE_TLU_CASTED]
         kwargs["min_max_strategy_preference"] = [fhe.MinMaxStrategy.THREE_TLU_CASTED]
     if key_cache_dir is not None:  # tests only: keys reused across runs (insecure)
-        kwargs.update(enable_unsafe_features=True, use_insecure_key_cache=True, insecure_key_cache_location=str(key_cache_dir))
+        kwargs.update(
+            enable_unsafe_features=True,
+            use_insecure_key_cache=True,
+            insecure_key_cache_location=str(key_cache_dir),
+        )
     return fhe.Configuration(**kwargs)
 
 
@@ -287,7 +318,10 @@ def _inputset(prompts: int, classes: int, bits: int, seed: int = 0) -> list[np.n
     levels = levels_for(bits, prompts)
     rng = np.random.default_rng(seed)
     samples = [rng.integers(0, levels + 1, size=(prompts, classes)) for _ in range(48)]
-    samples += [np.zeros((prompts, classes), np.int64), np.full((prompts, classes), levels, np.int64)]
+    samples += [
+        np.zeros((prompts, classes), np.int64),
+        np.full((prompts, classes), levels, np.int64),
+    ]
     for c in range(classes):  # one class at full range, the others at zero: largest differences
         corner = np.zeros((prompts, classes), np.int64)
         corner[:, c] = levels
@@ -296,7 +330,12 @@ def _inputset(prompts: int, classes: int, bits: int, seed: int = 0) -> list[np.n
 
 
 def compile_argmax(
-    *, prompts: int, classes: int, bits: int, variant: str = DEFAULT_ARGMAX_VARIANT, key_cache_dir: str | os.PathLike | None = None
+    *,
+    prompts: int,
+    classes: int,
+    bits: int,
+    variant: str = DEFAULT_ARGMAX_VARIANT,
+    key_cache_dir: str | os.PathLike | None = None,
 ) -> Any:
     """Compile the sum-then-argmax circuit for [m, k] encrypted integers (a ``fhe.Circuit``)."""
     _check_bits(bits)
@@ -308,7 +347,9 @@ def compile_argmax(
     structure, strategy = parse_variant(variant)
     fhe = require_concrete()
     compiler = fhe.Compiler(_argmax_function(fhe, structure, int(classes)), {"x": "encrypted"})
-    return compiler.compile(_inputset(int(prompts), int(classes), bits), _configuration(fhe, strategy, key_cache_dir))
+    return compiler.compile(
+        _inputset(int(prompts), int(classes), bits), _configuration(fhe, strategy, key_cache_dir)
+    )
 
 
 def circuit_stats(circuit: Any) -> dict[str, float]:
@@ -346,11 +387,21 @@ class EncryptedEnsembleResult:
     stats: dict[str, Any]
 
     def to_payload(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {"argmax": self.argmax, "plaintext_argmax": self.plaintext_argmax}, {"matches": self.matches, "stats": self.stats}
+        return {"argmax": self.argmax, "plaintext_argmax": self.plaintext_argmax}, {
+            "matches": self.matches,
+            "stats": self.stats,
+        }
 
     @classmethod
-    def from_payload(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> EncryptedEnsembleResult:
-        return cls(np.asarray(arrays["argmax"]), np.asarray(arrays["plaintext_argmax"]), bool(meta["matches"]), dict(meta["stats"]))
+    def from_payload(
+        cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    ) -> EncryptedEnsembleResult:
+        return cls(
+            np.asarray(arrays["argmax"]),
+            np.asarray(arrays["plaintext_argmax"]),
+            bool(meta["matches"]),
+            dict(meta["stats"]),
+        )
 
 
 def encrypted_ensemble_argmax(
@@ -392,7 +443,13 @@ def encrypted_ensemble_argmax(
         from jaxtrust.fhe._subprocess import delegate
 
         arrays, meta = delegate(
-            "encrypted_ensemble_argmax", {"scores": np.asarray(scores, np.float64)}, {"bits": int(bits), "variant": variant, "key_cache_dir": None if key_cache_dir is None else str(key_cache_dir)}
+            "encrypted_ensemble_argmax",
+            {"scores": np.asarray(scores, np.float64)},
+            {
+                "bits": int(bits),
+                "variant": variant,
+                "key_cache_dir": None if key_cache_dir is None else str(key_cache_dir),
+            },
         )
         return EncryptedEnsembleResult.from_payload(arrays, meta)
 
@@ -403,7 +460,9 @@ def encrypted_ensemble_argmax(
     structure, _ = parse_variant(variant)
     with tempfile.TemporaryDirectory(prefix="jaxtrust-fhe-") as tmp:
         t0 = time.perf_counter()
-        deployment = build_deployment(Path(tmp) / "deploy", prompts=m, classes=k, bits=bits, variant=variant)
+        deployment = build_deployment(
+            Path(tmp) / "deploy", prompts=m, classes=k, bits=bits, variant=variant
+        )
         compile_s = time.perf_counter() - t0
         server = ArgmaxServer.load(deployment)
         client = ArgmaxClient(server.client_specs(), key_cache_dir=key_cache_dir)
@@ -427,12 +486,27 @@ def encrypted_ensemble_argmax(
             times["run_s"] += t2 - t1
             times["decrypt_s"] += t3 - t2
             in_bytes, out_bytes = len(ct), len(result)
-        stats: dict[str, Any] = {"variant": variant, "exact": structure in EXACT_STRUCTURES, "n": n, "m": m, "k": k, "bits": int(bits)}
-        stats.update(compile_s=compile_s, keygen_s=keygen_s, **{key: v / n for key, v in times.items()})
+        stats: dict[str, Any] = {
+            "variant": variant,
+            "exact": structure in EXACT_STRUCTURES,
+            "n": n,
+            "m": m,
+            "k": k,
+            "bits": int(bits),
+        }
+        stats.update(
+            compile_s=compile_s, keygen_s=keygen_s, **{key: v / n for key, v in times.items()}
+        )
         stats.update(server.stats)
-        stats.update(evaluation_key_bytes=len(evaluation_keys), input_message_bytes=in_bytes, output_message_bytes=out_bytes)
+        stats.update(
+            evaluation_key_bytes=len(evaluation_keys),
+            input_message_bytes=in_bytes,
+            output_message_bytes=out_bytes,
+        )
     reference = plaintext_argmax(q)
-    return EncryptedEnsembleResult(decrypted, reference, bool(np.array_equal(decrypted, reference)), stats)
+    return EncryptedEnsembleResult(
+        decrypted, reference, bool(np.array_equal(decrypted, reference)), stats
+    )
 
 
 def _grid_inputs(prompts: int, classes: int, bits: int, count: int, seed: int) -> np.ndarray:
@@ -493,7 +567,16 @@ def argmax_grid(
         _, meta = delegate(
             "argmax_grid",
             {},
-            {"ks": ks, "bits": bits_list, "variants": variants, "repeats": repeats, "prompts": prompts, "inputs": inputs, "seed": seed, "key_cache_dir": None if key_cache_dir is None else str(key_cache_dir)},
+            {
+                "ks": ks,
+                "bits": bits_list,
+                "variants": variants,
+                "repeats": repeats,
+                "prompts": prompts,
+                "inputs": inputs,
+                "seed": seed,
+                "key_cache_dir": None if key_cache_dir is None else str(key_cache_dir),
+            },
         )
         return meta["rows"]
     rows = []
@@ -501,13 +584,21 @@ def argmax_grid(
         structure, _ = parse_variant(variant)
         for k in ks:
             for b in bits_list:
-                rows.append(_grid_cell(variant, structure, k, b, repeats, prompts, inputs, seed, key_cache_dir))
+                rows.append(
+                    _grid_cell(
+                        variant, structure, k, b, repeats, prompts, inputs, seed, key_cache_dir
+                    )
+                )
     return rows
 
 
-def _grid_cell(variant, structure, k, bits, repeats, prompts, inputs, seed, key_cache_dir) -> dict[str, Any]:
+def _grid_cell(
+    variant, structure, k, bits, repeats, prompts, inputs, seed, key_cache_dir
+) -> dict[str, Any]:
     t0 = time.perf_counter()
-    circuit = compile_argmax(prompts=prompts, classes=k, bits=bits, variant=variant, key_cache_dir=key_cache_dir)
+    circuit = compile_argmax(
+        prompts=prompts, classes=k, bits=bits, variant=variant, key_cache_dir=key_cache_dir
+    )
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     circuit.keygen()
@@ -528,8 +619,21 @@ def _grid_cell(variant, structure, k, bits, repeats, prompts, inputs, seed, key_
             run.append(t2 - t1)
             dec.append(t3 - t2)
         errors += int(got != reference[i])
-    row = {"variant": variant, "k": k, "bits": bits, "prompts": prompts, "compile_s": compile_s, "keygen_s": keygen_s}
-    row.update(encrypt_s=float(np.median(enc)), run_s=float(np.median(run)), decrypt_s=float(np.median(dec)))
+    row = {
+        "variant": variant,
+        "k": k,
+        "bits": bits,
+        "prompts": prompts,
+        "compile_s": compile_s,
+        "keygen_s": keygen_s,
+    }
+    row.update(
+        encrypt_s=float(np.median(enc)),
+        run_s=float(np.median(run)),
+        decrypt_s=float(np.median(dec)),
+    )
     row.update(circuit_stats(circuit))
-    row.update(exact=errors == 0, errors=errors, inputs=inputs, exact_variant=structure in EXACT_STRUCTURES)
+    row.update(
+        exact=errors == 0, errors=errors, inputs=inputs, exact_variant=structure in EXACT_STRUCTURES
+    )
     return row

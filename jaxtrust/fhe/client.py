@@ -34,7 +34,11 @@ class ArgmaxClient:
         fhe = require_concrete()
         header, payload = _messages.unpack(client_specs, "client_specs")
         self._fhe = fhe
-        self.prompts, self.classes, self.bits = int(header["prompts"]), int(header["classes"]), int(header["bits"])
+        self.prompts, self.classes, self.bits = (
+            int(header["prompts"]),
+            int(header["classes"]),
+            int(header["bits"]),
+        )
         self.variant = header["variant"]
         self.structure, _ = parse_variant(self.variant)
         self.circuit_id = header["circuit_id"]
@@ -60,7 +64,11 @@ class ArgmaxClient:
     def evaluation_keys(self) -> bytes:
         """The public evaluation keys, for the server (no secret material)."""
         self._require_keys()
-        return _messages.pack("evaluation_keys", {"circuit_id": self.circuit_id, "key_id": self.key_id}, self._evaluation_keys)
+        return _messages.pack(
+            "evaluation_keys",
+            {"circuit_id": self.circuit_id, "key_id": self.key_id},
+            self._evaluation_keys,
+        )
 
     def quantize(self, scores: np.ndarray) -> np.ndarray:
         """:func:`~jaxtrust.fhe.argmax.quantize_scores` for this circuit's bit width; [n, m, k] ints."""
@@ -71,15 +79,21 @@ class ArgmaxClient:
         self._require_keys()
         q = check_quantized(quantized, prompts=self.prompts, classes=self.classes, bits=self.bits)
         if q.ndim != 2:
-            raise ValueError(f"encrypt takes one input of shape (m={self.prompts}, k={self.classes}), got {q.shape}")
+            raise ValueError(
+                f"encrypt takes one input of shape (m={self.prompts}, k={self.classes}), got {q.shape}"
+            )
         value = self._client.encrypt(q)
-        return _messages.pack("input", {"circuit_id": self.circuit_id, "key_id": self.key_id}, value.serialize())
+        return _messages.pack(
+            "input", {"circuit_id": self.circuit_id, "key_id": self.key_id}, value.serialize()
+        )
 
     def decrypt(self, message: bytes) -> int:
         """Decrypt an output message to the class index (lowest index among ties)."""
         self._require_keys()
         header, payload = _messages.unpack(message, "output")
         if header.get("key_id") != self.key_id or header.get("circuit_id") != self.circuit_id:
-            raise ValueError(f"output was computed under key set {header.get('key_id')}, this client holds {self.key_id}")
+            raise ValueError(
+                f"output was computed under key set {header.get('key_id')}, this client holds {self.key_id}"
+            )
         out: Any = self._client.decrypt(self._fhe.Value.deserialize(payload))
         return decode_output(out, self.structure)

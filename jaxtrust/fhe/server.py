@@ -30,7 +30,12 @@ MANIFEST_FILE = "manifest.json"
 
 
 def build_deployment(
-    directory: str | os.PathLike, *, prompts: int, classes: int, bits: int, variant: str = DEFAULT_ARGMAX_VARIANT
+    directory: str | os.PathLike,
+    *,
+    prompts: int,
+    classes: int,
+    bits: int,
+    variant: str = DEFAULT_ARGMAX_VARIANT,
 ) -> Path:
     """Compile the circuit and save ``server.zip`` + ``manifest.json`` into ``directory``.
 
@@ -41,7 +46,13 @@ def build_deployment(
     directory.mkdir(parents=True, exist_ok=True)
     circuit = compile_argmax(prompts=prompts, classes=classes, bits=bits, variant=variant)
     circuit.server.save(str(directory / SERVER_FILE))
-    manifest = {"prompts": int(prompts), "classes": int(classes), "bits": int(bits), "variant": variant, "stats": circuit_stats(circuit)}
+    manifest = {
+        "prompts": int(prompts),
+        "classes": int(classes),
+        "bits": int(bits),
+        "variant": variant,
+        "stats": circuit_stats(circuit),
+    }
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
     return directory
 
@@ -64,9 +75,13 @@ class ArgmaxServer:
         """Load a deployment written by :func:`build_deployment`."""
         fhe = require_concrete()
         directory = Path(directory)
-        missing = [name for name in (SERVER_FILE, MANIFEST_FILE) if not (directory / name).is_file()]
+        missing = [
+            name for name in (SERVER_FILE, MANIFEST_FILE) if not (directory / name).is_file()
+        ]
         if missing:
-            raise FileNotFoundError(f"deployment directory {directory} lacks {missing}; create it with build_deployment")
+            raise FileNotFoundError(
+                f"deployment directory {directory} lacks {missing}; create it with build_deployment"
+            )
         manifest = json.loads((directory / MANIFEST_FILE).read_text())
         return cls(fhe.Server.load(str(directory / SERVER_FILE)), manifest)
 
@@ -77,13 +92,19 @@ class ArgmaxServer:
     def client_specs(self) -> bytes:
         """What the client needs to generate keys and encrypt: Concrete's client specs + manifest."""
         header = {key: self.manifest[key] for key in ("prompts", "classes", "bits", "variant")}
-        return _messages.pack("client_specs", {**header, "circuit_id": self.circuit_id}, self._specs.encode() if isinstance(self._specs, str) else self._specs)
+        return _messages.pack(
+            "client_specs",
+            {**header, "circuit_id": self.circuit_id},
+            self._specs.encode() if isinstance(self._specs, str) else self._specs,
+        )
 
     def set_evaluation_keys(self, message: bytes) -> None:
         """Install the client's evaluation keys (a message from ``ArgmaxClient.evaluation_keys``)."""
         header, payload = _messages.unpack(message, "evaluation_keys")
         if header.get("circuit_id") != self.circuit_id:
-            raise ValueError(f"evaluation keys were generated for circuit {header.get('circuit_id')}, this server runs circuit {self.circuit_id}")
+            raise ValueError(
+                f"evaluation keys were generated for circuit {header.get('circuit_id')}, this server runs circuit {self.circuit_id}"
+            )
         self._evaluation_keys = self._fhe.EvaluationKeys.deserialize(payload)
         self.key_id = header["key_id"]
 
@@ -91,13 +112,21 @@ class ArgmaxServer:
         """Sum over prompts and argmax on an encrypted input message; returns the encrypted output message."""
         header, payload = _messages.unpack(message, "input")
         if self._evaluation_keys is None:
-            raise KeyError("no evaluation keys on this server: call set_evaluation_keys with the client's keys first")
+            raise KeyError(
+                "no evaluation keys on this server: call set_evaluation_keys with the client's keys first"
+            )
         if header.get("circuit_id") != self.circuit_id:
-            raise ValueError(f"ciphertext was made for circuit {header.get('circuit_id')}, this server runs circuit {self.circuit_id} (k, m, bits or variant differ)")
+            raise ValueError(
+                f"ciphertext was made for circuit {header.get('circuit_id')}, this server runs circuit {self.circuit_id} (k, m, bits or variant differ)"
+            )
         if header.get("key_id") != self.key_id:
             raise ValueError(
                 f"ciphertext was encrypted under key set {header.get('key_id')}, but this server holds evaluation keys {self.key_id}: "
                 "the client must send its own evaluation keys"
             )
-        result = self._server.run(self._fhe.Value.deserialize(payload), evaluation_keys=self._evaluation_keys)
-        return _messages.pack("output", {"circuit_id": self.circuit_id, "key_id": self.key_id}, result.serialize())
+        result = self._server.run(
+            self._fhe.Value.deserialize(payload), evaluation_keys=self._evaluation_keys
+        )
+        return _messages.pack(
+            "output", {"circuit_id": self.circuit_id, "key_id": self.key_id}, result.serialize()
+        )

@@ -48,11 +48,17 @@ class EncryptedVerbalizerResult:
     stats: dict[str, Any]
 
     def to_payload(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("scores", "float_scores")}
+        meta = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("scores", "float_scores")
+        }
         return {"scores": self.scores, "float_scores": self.float_scores}, meta
 
     @classmethod
-    def from_payload(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> EncryptedVerbalizerResult:
+    def from_payload(
+        cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    ) -> EncryptedVerbalizerResult:
         return cls(scores=arrays["scores"], float_scores=arrays["float_scores"], **meta)
 
 
@@ -60,20 +66,35 @@ def _check(hidden: Any, weights: Any, bias: Any, labels: Any, n_bits: int, fhe_m
     hidden = np.asarray(hidden, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     if hidden.ndim < 2:
-        raise ValueError(f"hidden must have shape [..., d] with at least one leading axis, got {hidden.shape}")
+        raise ValueError(
+            f"hidden must have shape [..., d] with at least one leading axis, got {hidden.shape}"
+        )
     if weights.ndim != 2 or weights.shape[0] < 2 or weights.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weights must have shape [k >= 2, d={hidden.shape[-1]}] (label-word rows), got {weights.shape}")
+        raise ValueError(
+            f"weights must have shape [k >= 2, d={hidden.shape[-1]}] (label-word rows), got {weights.shape}"
+        )
     if bias is not None:
         bias = np.asarray(bias, dtype=np.float64)
         if bias.shape != (weights.shape[0],):
             raise ValueError(f"bias must have shape [k={weights.shape[0]}], got {bias.shape}")
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != hidden.shape[:-1] or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= weights.shape[0]:
-            raise ValueError(f"labels must be integers in [0, {weights.shape[0]}) of shape {hidden.shape[:-1]}")
+        if (
+            labels.shape != hidden.shape[:-1]
+            or not np.issubdtype(labels.dtype, np.integer)
+            or labels.min() < 0
+            or labels.max() >= weights.shape[0]
+        ):
+            raise ValueError(
+                f"labels must be integers in [0, {weights.shape[0]}) of shape {hidden.shape[:-1]}"
+            )
     if not all(np.all(np.isfinite(a)) for a in (hidden, weights)):
         raise ValueError("hidden and weights must be finite")
-    if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)) or not 2 <= n_bits <= 8:
+    if (
+        isinstance(n_bits, bool)
+        or not isinstance(n_bits, (int, np.integer))
+        or not 2 <= n_bits <= 8
+    ):
         raise ValueError(f"n_bits must be an integer in [2, 8], got {n_bits!r}")
     if fhe_mode not in ("execute", "simulate"):
         raise ValueError(f"fhe_mode must be 'execute' or 'simulate', got {fhe_mode!r}")
@@ -118,7 +139,12 @@ def encrypted_verbalizer(
         arrays = {"hidden": hidden, "weights": weights}
         if bias is not None:
             arrays["bias"] = bias
-        kwargs = {"labels": None if labels is None else labels.tolist(), "n_bits": int(n_bits), "fhe_mode": fhe_mode, "key_cache_dir": None if key_cache_dir is None else str(key_cache_dir)}
+        kwargs = {
+            "labels": None if labels is None else labels.tolist(),
+            "n_bits": int(n_bits),
+            "fhe_mode": fhe_mode,
+            "key_cache_dir": None if key_cache_dir is None else str(key_cache_dir),
+        }
         out_arrays, meta = delegate("encrypted_verbalizer", arrays, kwargs)
         return EncryptedVerbalizerResult.from_payload(out_arrays, meta)
 
@@ -135,10 +161,16 @@ def encrypted_verbalizer(
             layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
     config_kwargs: dict[str, Any] = {}
     if key_cache_dir is not None:
-        config_kwargs = dict(enable_unsafe_features=True, use_insecure_key_cache=True, insecure_key_cache_location=str(key_cache_dir))
+        config_kwargs = dict(
+            enable_unsafe_features=True,
+            use_insecure_key_cache=True,
+            insecure_key_cache_location=str(key_cache_dir),
+        )
     configuration = fhe.Configuration(**config_kwargs)
     t0 = time.perf_counter()
-    module = compile_torch_model(layer, rows.astype(np.float32), n_bits=int(n_bits), configuration=configuration)
+    module = compile_torch_model(
+        layer, rows.astype(np.float32), n_bits=int(n_bits), configuration=configuration
+    )
     compile_s = time.perf_counter() - t0
     circuit = module.fhe_circuit
     keygen_s = 0.0
@@ -157,8 +189,18 @@ def encrypted_verbalizer(
         loss = float(np.mean(float_arg == flat) - np.mean(fhe_arg == flat))
     else:
         loss = 1.0 - agreement
-    stats = {"n_bits": int(n_bits), "fhe_mode": fhe_mode, "rows": len(rows), "compile_s": compile_s, "keygen_s": keygen_s, "run_s_per_row": run_s}
-    stats.update(pbs=int(circuit.programmable_bootstrap_count), max_bit_width=int(circuit.graph.maximum_integer_bit_width()))
+    stats = {
+        "n_bits": int(n_bits),
+        "fhe_mode": fhe_mode,
+        "rows": len(rows),
+        "compile_s": compile_s,
+        "keygen_s": keygen_s,
+        "run_s_per_row": run_s,
+    }
+    stats.update(
+        pbs=int(circuit.programmable_bootstrap_count),
+        max_bit_width=int(circuit.graph.maximum_integer_bit_width()),
+    )
     shape = hidden.shape[:-1] + (k,)
     return EncryptedVerbalizerResult(
         scores=scores.reshape(shape),

@@ -26,9 +26,16 @@ class KVCache(NamedTuple):
     @classmethod
     def init(cls, config: LMConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
         if batch <= 0 or max_len <= 0:
-            raise ValueError(f"batch and max_len must be positive, got batch={batch}, max_len={max_len}")
+            raise ValueError(
+                f"batch and max_len must be positive, got batch={batch}, max_len={max_len}"
+            )
         shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
+        return cls(
+            jnp.zeros(shape, dtype),
+            jnp.zeros(shape, dtype),
+            jnp.zeros((batch, max_len), bool),
+            jnp.zeros((), jnp.int32),
+        )
 
     @property
     def max_len(self) -> int:

@@ -30,7 +30,13 @@ LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_MODEL_TYPES = (*LLAMA_LIKE, "gpt_neox")
 SUPPORTED_ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "gelu_new", "gelu_pytorch_tanh", "relu")
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
-_REQUIRED_HF_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+_REQUIRED_HF_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+)
 _HF_KEY_OF_FIELD = {
     "vocab_size": "vocab_size",
     "hidden_size": "hidden_size",
@@ -109,29 +115,57 @@ class LMConfig:
         if self.arch not in ("llama", "gpt_neox"):
             raise ValueError(f"arch must be 'llama' or 'gpt_neox', got {self.arch!r}")
         if not self.model_type:  # so that from_hf(to_hf(c)) == c also for configs built directly
-            object.__setattr__(self, "model_type", "gpt_neox" if self.arch == "gpt_neox" else "llama")
-        if self.model_type not in SUPPORTED_MODEL_TYPES or (self.model_type == "gpt_neox") != (self.arch == "gpt_neox"):
-            raise ValueError(f"model_type {self.model_type!r} does not fit arch {self.arch!r}; supported: {SUPPORTED_MODEL_TYPES}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
+            object.__setattr__(
+                self, "model_type", "gpt_neox" if self.arch == "gpt_neox" else "llama"
+            )
+        if self.model_type not in SUPPORTED_MODEL_TYPES or (self.model_type == "gpt_neox") != (
+            self.arch == "gpt_neox"
+        ):
+            raise ValueError(
+                f"model_type {self.model_type!r} does not fit arch {self.arch!r}; supported: {SUPPORTED_MODEL_TYPES}"
+            )
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
         if self.activation not in SUPPORTED_ACTIVATIONS:
-            raise ValueError(f"activation must be one of {SUPPORTED_ACTIVATIONS}, got {self.activation!r}")
+            raise ValueError(
+                f"activation must be one of {SUPPORTED_ACTIVATIONS}, got {self.activation!r}"
+            )
         if not 0.0 < self.partial_rotary_factor <= 1.0:
-            raise ValueError(f"partial_rotary_factor must be in (0, 1], got {self.partial_rotary_factor}")
+            raise ValueError(
+                f"partial_rotary_factor must be in (0, 1], got {self.partial_rotary_factor}"
+            )
         if self.rotary_dim % 2:
-            raise ValueError(f"rotary dimension head_dim * partial_rotary_factor = {self.rotary_dim} must be even")
+            raise ValueError(
+                f"rotary dimension head_dim * partial_rotary_factor = {self.rotary_dim} must be even"
+            )
         if self.rope_type not in SUPPORTED_ROPE_TYPES:
-            raise ValueError(f"rope_scaling type must be one of {SUPPORTED_ROPE_TYPES}, got {self.rope_type!r}")
+            raise ValueError(
+                f"rope_scaling type must be one of {SUPPORTED_ROPE_TYPES}, got {self.rope_type!r}"
+            )
         if self.rope_type != "default":
             factor = self.rope_scaling_dict.get("factor")
             if not isinstance(factor, (int, float)) or factor <= 0:
-                raise ValueError(f"rope_scaling of type {self.rope_type!r} needs a positive 'factor', got {factor!r}")
+                raise ValueError(
+                    f"rope_scaling of type {self.rope_type!r} needs a positive 'factor', got {factor!r}"
+                )
         if not isinstance(self.max_position_embeddings, int) or self.max_position_embeddings <= 0:
-            raise ValueError(f"max_position_embeddings must be a positive integer, got {self.max_position_embeddings!r}")
+            raise ValueError(
+                f"max_position_embeddings must be a positive integer, got {self.max_position_embeddings!r}"
+            )
         if not isinstance(self.norm_eps, (int, float)) or not self.norm_eps >= 0:
             raise ValueError(f"norm_eps must be a non-negative number, got {self.norm_eps!r}")
         if not isinstance(self.rope_theta, (int, float)) or not self.rope_theta > 0:
@@ -167,12 +201,22 @@ class LMConfig:
             config = json.loads(path.read_text())
         model_type = config.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"config['model_type'] = {model_type!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
+            raise ValueError(
+                f"config['model_type'] = {model_type!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}"
+            )
         missing = [k for k in _REQUIRED_HF_KEYS if config.get(k) is None]
         if missing:
-            raise KeyError(f"config: required key(s) {missing} missing for model_type {model_type!r}")
+            raise KeyError(
+                f"config: required key(s) {missing} missing for model_type {model_type!r}"
+            )
         config = dict(config)
-        for key in (*_REQUIRED_HF_KEYS, "num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window"):
+        for key in (
+            *_REQUIRED_HF_KEYS,
+            "num_key_value_heads",
+            "head_dim",
+            "max_position_embeddings",
+            "sliding_window",
+        ):
             value = config.get(key)
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -192,8 +236,12 @@ class LMConfig:
     @classmethod
     def _from_hf_dict(cls, config: dict, model_type: str) -> LMConfig:
         rope_params = dict(config.get("rope_parameters") or {})
-        rope_theta = config.get("rope_theta", rope_params.get("rope_theta", config.get("rotary_emb_base", 10000.0)))
-        scaling = config.get("rope_scaling") or {k: v for k, v in rope_params.items() if k not in ("rope_theta", "partial_rotary_factor")}
+        rope_theta = config.get(
+            "rope_theta", rope_params.get("rope_theta", config.get("rotary_emb_base", 10000.0))
+        )
+        scaling = config.get("rope_scaling") or {
+            k: v for k, v in rope_params.items() if k not in ("rope_theta", "partial_rotary_factor")
+        }
         if scaling and scaling.get("rope_type", scaling.get("type", "default")) == "default":
             scaling = None
         common = dict(
@@ -213,7 +261,10 @@ class LMConfig:
         )
         head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
         if model_type == "gpt_neox":
-            partial = config.get("partial_rotary_factor", rope_params.get("partial_rotary_factor", config.get("rotary_pct", 1.0)))
+            partial = config.get(
+                "partial_rotary_factor",
+                rope_params.get("partial_rotary_factor", config.get("rotary_pct", 1.0)),
+            )
             return cls(
                 arch="gpt_neox",
                 num_kv_heads=config["num_attention_heads"],
@@ -236,7 +287,9 @@ class LMConfig:
             num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
             head_dim=head_dim,
             norm_eps=config.get("rms_norm_eps", 1e-6 if model_type.startswith("qwen") else 1e-5),
-            partial_rotary_factor=float(config.get("partial_rotary_factor", rope_params.get("partial_rotary_factor", 1.0))),
+            partial_rotary_factor=float(
+                config.get("partial_rotary_factor", rope_params.get("partial_rotary_factor", 1.0))
+            ),
             qkv_bias=model_type == "qwen2" or attention_bias,
             o_bias=attention_bias and model_type != "qwen2",
             mlp_bias=bool(config.get("mlp_bias", False)),
@@ -261,16 +314,28 @@ class LMConfig:
             tie_word_embeddings=self.tie_word_embeddings,
             hidden_act=self.activation,
             bos_token_id=self.bos_token_id,
-            eos_token_id=list(self.eos_token_id) if len(self.eos_token_id) != 1 else self.eos_token_id[0],
+            eos_token_id=list(self.eos_token_id)
+            if len(self.eos_token_id) != 1
+            else self.eos_token_id[0],
             pad_token_id=self.pad_token_id,
             head_dim=self.head_dim,
         )
         if self.rope_scaling:
             out["rope_scaling"] = self.rope_scaling_dict
         if self.arch == "gpt_neox":
-            out.update(layer_norm_eps=self.norm_eps, rotary_pct=self.partial_rotary_factor, use_parallel_residual=self.parallel_residual, attention_bias=self.qkv_bias)
+            out.update(
+                layer_norm_eps=self.norm_eps,
+                rotary_pct=self.partial_rotary_factor,
+                use_parallel_residual=self.parallel_residual,
+                attention_bias=self.qkv_bias,
+            )
         else:
-            out.update(num_key_value_heads=self.num_kv_heads, rms_norm_eps=self.norm_eps, attention_bias=self.o_bias, mlp_bias=self.mlp_bias)
+            out.update(
+                num_key_value_heads=self.num_kv_heads,
+                rms_norm_eps=self.norm_eps,
+                attention_bias=self.o_bias,
+                mlp_bias=self.mlp_bias,
+            )
             if self.partial_rotary_factor != 1.0:
                 out["partial_rotary_factor"] = self.partial_rotary_factor
             if self.sliding_window is not None:
@@ -279,32 +344,104 @@ class LMConfig:
                     out["use_sliding_window"] = True
         back = LMConfig.from_hf(out)
         if back != self:  # e.g. q/k/v bias without o bias on "llama": no HF config says that
-            lost = [f.name for f in dataclasses.fields(self) if getattr(back, f.name) != getattr(self, f.name)]
-            raise ValueError(f"to_hf: fields {lost} of this config cannot be expressed in a Hugging Face {model_type!r} config.json (set model_type to a family that has them)")
+            lost = [
+                f.name
+                for f in dataclasses.fields(self)
+                if getattr(back, f.name) != getattr(self, f.name)
+            ]
+            raise ValueError(
+                f"to_hf: fields {lost} of this config cannot be expressed in a Hugging Face {model_type!r} config.json (set model_type to a family that has them)"
+            )
         return out
 
     # ------------------------------------------------------------------ presets
     @classmethod
     def tiny(cls, arch: str = "llama", **overrides: Any) -> LMConfig:
         """A 2-layer, 64-wide model with a 256-token vocabulary, for tests and examples."""
-        base: dict[str, Any] = dict(arch=arch, vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=512, tie_word_embeddings=True, model_type="llama")
+        base: dict[str, Any] = dict(
+            arch=arch,
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=16,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            model_type="llama",
+        )
         if arch == "gpt_neox":
-            base.update(num_kv_heads=4, activation="gelu", qkv_bias=True, o_bias=True, mlp_bias=True, parallel_residual=True, partial_rotary_factor=0.25, tie_word_embeddings=False, model_type="gpt_neox")
+            base.update(
+                num_kv_heads=4,
+                activation="gelu",
+                qkv_bias=True,
+                o_bias=True,
+                mlp_bias=True,
+                parallel_residual=True,
+                partial_rotary_factor=0.25,
+                tie_word_embeddings=False,
+                model_type="gpt_neox",
+            )
         base.update(overrides)
         return cls(**base)
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: Any, *, hidden_size: int, intermediate_size: int, num_layers: int, num_heads: int, num_kv_heads: int, max_position_embeddings: int = 512) -> LMConfig:
+    def for_tokenizer(
+        cls,
+        tokenizer: Any,
+        *,
+        hidden_size: int,
+        intermediate_size: int,
+        num_layers: int,
+        num_heads: int,
+        num_kv_heads: int,
+        max_position_embeddings: int = 512,
+    ) -> LMConfig:
         """A small tied-embedding Llama for an in-house world's tokenizer.
 
         ``tokenizer`` needs ``vocab_size``, ``bos_id``, ``eos_id`` and ``pad_id`` (e.g.
         :class:`jaxtrust.data.WordTokenizer`); ``head_dim = hidden_size // num_heads``.
         """
         if hidden_size % num_heads:
-            raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})")
-        return cls(arch="llama", vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=hidden_size // num_heads, max_position_embeddings=max_position_embeddings, tie_word_embeddings=True, bos_token_id=tokenizer.bos_id, eos_token_id=(tokenizer.eos_id,), pad_token_id=tokenizer.pad_id, model_type="llama")
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})"
+            )
+        return cls(
+            arch="llama",
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=hidden_size // num_heads,
+            max_position_embeddings=max_position_embeddings,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_id,
+            eos_token_id=(tokenizer.eos_id,),
+            pad_token_id=tokenizer.pad_id,
+            model_type="llama",
+        )
 
     @classmethod
     def smollm2_135m(cls) -> LMConfig:
         """SmolLM2-135M(-Instruct): 30 layers, d=576, GQA 9/3, SwiGLU 1536, RoPE theta 1e5, tied."""
-        return cls(arch="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, max_position_embeddings=8192, norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=(2,), pad_token_id=2, model_type="llama")
+        return cls(
+            arch="llama",
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_layers=30,
+            num_heads=9,
+            num_kv_heads=3,
+            head_dim=64,
+            max_position_embeddings=8192,
+            norm_eps=1e-5,
+            rope_theta=100000.0,
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=(2,),
+            pad_token_id=2,
+            model_type="llama",
+        )

@@ -20,7 +20,9 @@ from jaxtrust.models.config import LMConfig
 from jaxtrust.models.transformer import CausalLM
 
 # Buffers some checkpoints carry that are recomputed here.
-_IGNORABLE = re.compile(r"(rotary_emb\.inv_freq|attention\.bias|attention\.masked_bias|\.attn\.bias)$")
+_IGNORABLE = re.compile(
+    r"(rotary_emb\.inv_freq|attention\.bias|attention\.masked_bias|\.attn\.bias)$"
+)
 
 
 def _layer_table(config: LMConfig) -> dict[tuple[str, ...], str]:
@@ -67,21 +69,34 @@ def _top_table(config: LMConfig) -> dict[tuple[str, ...], str]:
             ("final_norm", "bias"): "gpt_neox.final_layer_norm.bias",
             ("lm_head", "kernel"): "embed_out.weight",
         }
-    return {("embed", "embedding"): "model.embed_tokens.weight", ("final_norm", "scale"): "model.norm.weight", ("lm_head", "kernel"): "lm_head.weight"}
+    return {
+        ("embed", "embedding"): "model.embed_tokens.weight",
+        ("final_norm", "scale"): "model.norm.weight",
+        ("lm_head", "kernel"): "lm_head.weight",
+    }
 
 
 def _split_neox_qkv(config: LMConfig, tensors: dict[str, np.ndarray]) -> None:
     """Replace each fused ``query_key_value`` by virtual q/k/v entries (in place)."""
     h, hd = config.num_heads, config.head_dim
-    for name in [n for n in tensors if n.endswith("attention.query_key_value.weight") or n.endswith("attention.query_key_value.bias")]:
+    for name in [
+        n
+        for n in tensors
+        if n.endswith("attention.query_key_value.weight")
+        or n.endswith("attention.query_key_value.bias")
+    ]:
         fused = tensors.pop(name)
         kind = name.rsplit(".", 1)[1]
         try:
             parts = fused.reshape(h, 3, hd, *fused.shape[1:])
         except ValueError as err:
-            raise ValueError(f"{name}: shape {fused.shape} does not split into {h} heads x 3 x {hd}") from err
+            raise ValueError(
+                f"{name}: shape {fused.shape} does not split into {h} heads x 3 x {hd}"
+            ) from err
         for j, proj in enumerate("qkv"):
-            tensors[name.replace("query_key_value", f"{proj}_proj")] = parts[:, j].reshape(h * hd, *fused.shape[1:])
+            tensors[name.replace("query_key_value", f"{proj}_proj")] = parts[:, j].reshape(
+                h * hd, *fused.shape[1:]
+            )
         del kind
 
 
@@ -95,8 +110,16 @@ def _fuse_neox_qkv(config: LMConfig, tensors: dict[str, np.ndarray]) -> None:
 
 def _checkpoint_name(config: LMConfig, name: str) -> str:
     """The checkpoint tensor a (possibly virtual, split-from-fused) name came from."""
-    if config.arch == "gpt_neox" and ".attention." in name and any(f".{p}_proj." in name for p in "qkv"):
-        fused = name.replace(".q_proj.", ".query_key_value.").replace(".k_proj.", ".query_key_value.").replace(".v_proj.", ".query_key_value.")
+    if (
+        config.arch == "gpt_neox"
+        and ".attention." in name
+        and any(f".{p}_proj." in name for p in "qkv")
+    ):
+        fused = (
+            name.replace(".q_proj.", ".query_key_value.")
+            .replace(".k_proj.", ".query_key_value.")
+            .replace(".v_proj.", ".query_key_value.")
+        )
         return f"{name} (split from {fused})"
     return name
 
@@ -106,7 +129,9 @@ def _to_jax_layout(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
     return array.T if path[-1] == "kernel" else array
 
 
-def model_from_hf_tensors(config: LMConfig, tensors: Mapping[str, np.ndarray], *, dtype=jnp.float32, param_dtype=None) -> CausalLM:
+def model_from_hf_tensors(
+    config: LMConfig, tensors: Mapping[str, np.ndarray], *, dtype=jnp.float32, param_dtype=None
+) -> CausalLM:
     """Build a :class:`CausalLM` from Hugging Face-named tensors (torch layout).
 
     Every problem (missing keys, unexpected keys, wrong shapes) is collected and reported in one
@@ -126,7 +151,9 @@ def model_from_hf_tensors(config: LMConfig, tensors: Mapping[str, np.ndarray], *
     tensors = dict(tensors)
     if config.arch == "gpt_neox":
         _split_neox_qkv(config, tensors)
-    abstract = nnx.eval_shape(lambda: CausalLM(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
+    abstract = nnx.eval_shape(
+        lambda: CausalLM(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype)
+    )
     graphdef, state = nnx.split(abstract)
     target = nnx.to_pure_dict(state)
     flat_target = {path: leaf for path, leaf in _flatten(target)}
@@ -154,16 +181,29 @@ def model_from_hf_tensors(config: LMConfig, tensors: Mapping[str, np.ndarray], *
         expected_torch = expected[::-1] if path[-1] == "kernel" else expected
         bad = [n for n in names if tuple(np.shape(tensors[n])) != expected_torch]
         if bad:
-            shape_errors += [f"{_checkpoint_name(config, n)}: shape {tuple(np.shape(tensors[n]))}, expected {expected_torch}" for n in bad]
+            shape_errors += [
+                f"{_checkpoint_name(config, n)}: shape {tuple(np.shape(tensors[n]))}, expected {expected_torch}"
+                for n in bad
+            ]
             continue
         arrays = [_to_jax_layout(path, np.asarray(tensors[n])) for n in names]
         values[path] = np.stack(arrays) if path[0] == "layers" else arrays[0]
-    unexpected = sorted(n for n in tensors if n not in used and not _IGNORABLE.search(n) and not (config.tie_word_embeddings and n in ("lm_head.weight", "embed_out.weight")))
+    unexpected = sorted(
+        n
+        for n in tensors
+        if n not in used
+        and not _IGNORABLE.search(n)
+        and not (config.tie_word_embeddings and n in ("lm_head.weight", "embed_out.weight"))
+    )
     if missing or unexpected:
-        raise KeyError(f"checkpoint does not match the {config.model_type or config.arch} architecture: missing {sorted(missing)}; unexpected {unexpected}")
+        raise KeyError(
+            f"checkpoint does not match the {config.model_type or config.arch} architecture: missing {sorted(missing)}; unexpected {unexpected}"
+        )
     if shape_errors:
         raise ValueError("checkpoint shapes do not match the config: " + "; ".join(shape_errors))
-    loaded = _unflatten({path: jnp.asarray(values[path], dtype=flat_target[path].dtype) for path in flat_target})
+    loaded = _unflatten(
+        {path: jnp.asarray(values[path], dtype=flat_target[path].dtype) for path in flat_target}
+    )
     nnx.replace_by_pure_dict(state, loaded)
     return nnx.merge(graphdef, state)
 

@@ -110,7 +110,14 @@ def _sample(logits, key, temperature, top_p, *, greedy: bool, top_k: int | None,
 def _prefill(graphdef, state, tokens, positions, mask, cache, hooks=None):
     _TRACE_COUNTS["prefill"] += 1
     model = nnx.merge(graphdef, state)
-    out = model(tokens, positions=positions, attention_mask=mask, cache=cache, last_logits_only=True, hooks=hooks)
+    out = model(
+        tokens,
+        positions=positions,
+        attention_mask=mask,
+        cache=cache,
+        last_logits_only=True,
+        hooks=hooks,
+    )
     return out.logits[:, -1, :].astype(jnp.float32), out.cache
 
 
@@ -168,7 +175,11 @@ def _decode(
         step, cache, previous, positions, done, out, lengths, rng = carry
         model = nnx.merge(graphdef, state)
         result = model(
-            previous[:, None], positions=positions[:, None], attention_mask=real, cache=cache, hooks=hooks
+            previous[:, None],
+            positions=positions[:, None],
+            attention_mask=real,
+            cache=cache,
+            hooks=hooks,
         )
         rng, key = jax.random.split(rng)
         token = sample(result.logits[:, -1, :].astype(jnp.float32), key, temperature, top_p)
@@ -287,7 +298,9 @@ def generate(
     stop_tokens = tuple(sorted({int(t) for t in stop_tokens}))
     if hooks is not None:
         if not isinstance(hooks, ModelHooks):
-            raise TypeError(f"hooks must be a jaxtrust.models.ModelHooks, got {type(hooks).__name__}")
+            raise TypeError(
+                f"hooks must be a jaxtrust.models.ModelHooks, got {type(hooks).__name__}"
+            )
         try:
             hash(hooks)
         except TypeError as err:
@@ -328,7 +341,13 @@ def generate(
     graphdef, state = nnx.split(model)
     cache = KVCache.init(config, batch, total, _cache_dtype(model))
     first_logits, cache = _prefill(
-        graphdef, state, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask), cache, hooks=hooks
+        graphdef,
+        state,
+        jnp.asarray(tokens),
+        jnp.asarray(positions),
+        jnp.asarray(mask),
+        cache,
+        hooks=hooks,
     )
     key = jax.random.key(0) if rng is None else rng
     out, lengths, stopped, steps = _decode(

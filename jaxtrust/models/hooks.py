@@ -54,7 +54,15 @@ class ModelHooks:
 
     activation_name: str = "silu"  # set by the model from its config when hooks=None
 
-    def norm(self, x: Float[Array, "... dim"], scale: Array, bias: Array | None, layer: Int[Array, ""] | int, kind: str, eps: float) -> Array:
+    def norm(
+        self,
+        x: Float[Array, "... dim"],
+        scale: Array,
+        bias: Array | None,
+        layer: Int[Array, ""] | int,
+        kind: str,
+        eps: float,
+    ) -> Array:
         x32 = x.astype(jnp.float32)
         if bias is None:  # RMSNorm
             y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
@@ -62,9 +70,17 @@ class ModelHooks:
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + eps)
-        return (y * expand_to(scale.astype(jnp.float32), x.ndim) + expand_to(bias.astype(jnp.float32), x.ndim)).astype(x.dtype)
+        return (
+            y * expand_to(scale.astype(jnp.float32), x.ndim)
+            + expand_to(bias.astype(jnp.float32), x.ndim)
+        ).astype(x.dtype)
 
-    def softmax(self, scores: Float[Array, "... q k"], mask: Bool[Array, "... q k"], layer: Int[Array, ""] | int) -> Array:
+    def softmax(
+        self,
+        scores: Float[Array, "... q k"],
+        mask: Bool[Array, "... q k"],
+        layer: Int[Array, ""] | int,
+    ) -> Array:
         return jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1)
 
     def activation(self, x: Array, layer: Int[Array, ""] | int) -> Array:

@@ -28,7 +28,18 @@ def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype) -> jax.Ar
 class Linear(nnx.Module):
     """``y = x @ kernel + bias`` with ``kernel: [*stack, in, out]`` (stack = (layers,) or ())."""
 
-    def __init__(self, din: int, dout: int, *, bias: bool, stack: tuple[int, ...] = (), rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, std: float = 0.02):
+    def __init__(
+        self,
+        din: int,
+        dout: int,
+        *,
+        bias: bool,
+        stack: tuple[int, ...] = (),
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        std: float = 0.02,
+    ):
         self.kernel = nnx.Param(_normal(rngs, (*stack, din, dout), std, param_dtype))
         self.bias = nnx.Param(jnp.zeros((*stack, dout), param_dtype)) if bias else None
         self.dtype = dtype
@@ -38,7 +49,9 @@ class Linear(nnx.Module):
         # plain [in, rows] x [rows, out] product, which XLA:CPU runs much faster than a dot
         # contracting several batch axes.
         kernel = self.kernel[...].astype(self.dtype)
-        y = (x.astype(self.dtype).reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+        y = (x.astype(self.dtype).reshape(-1, x.shape[-1]) @ kernel).reshape(
+            *x.shape[:-1], kernel.shape[-1]
+        )
         if self.bias is not None:
             y = y + expand_to(self.bias[...].astype(self.dtype), y.ndim)
         return y
@@ -47,7 +60,9 @@ class Linear(nnx.Module):
 class Norm(nnx.Module):
     """RMSNorm (``scale`` only) or LayerNorm (``scale`` and ``bias``); applied through the hooks."""
 
-    def __init__(self, dim: int, *, layer_norm: bool, stack: tuple[int, ...] = (), param_dtype=jnp.float32):
+    def __init__(
+        self, dim: int, *, layer_norm: bool, stack: tuple[int, ...] = (), param_dtype=jnp.float32
+    ):
         self.scale = nnx.Param(jnp.ones((*stack, dim), param_dtype))
         self.bias = nnx.Param(jnp.zeros((*stack, dim), param_dtype)) if layer_norm else None
 
@@ -79,10 +94,16 @@ def rope_inv_freq(config: LMConfig) -> np.ndarray:
     return inv_freq.astype(np.float32)
 
 
-def apply_rope(x: Float[Array, "batch seq heads head_dim"], positions: Int[Array, "batch seq"], inv_freq: np.ndarray) -> Array:
+def apply_rope(
+    x: Float[Array, "batch seq heads head_dim"],
+    positions: Int[Array, "batch seq"],
+    inv_freq: np.ndarray,
+) -> Array:
     """Rotate the first ``2 * len(inv_freq)`` features (Hugging Face ``rotate_half`` layout)."""
     rot = 2 * inv_freq.shape[0]
-    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]  # [b, s, rot/2]
+    angles = (
+        positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]
+    )  # [b, s, rot/2]
     cos = jnp.concatenate([jnp.cos(angles)] * 2, axis=-1)[:, :, None, :]
     sin = jnp.concatenate([jnp.sin(angles)] * 2, axis=-1)[:, :, None, :]
     x_rot, x_pass = x[..., :rot], x[..., rot:]

@@ -21,7 +21,9 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 def _refuse_pickle(path: Path) -> None:
-    raise ValueError(f"{path}: only safetensors and GGUF checkpoints are loaded; pickle-based files (.bin/.pt/.pth/...) are never unpickled because loading them can run code. Convert it to safetensors (e.g. `model.save_pretrained(dir, safe_serialization=True)`) or GGUF")
+    raise ValueError(
+        f"{path}: only safetensors and GGUF checkpoints are loaded; pickle-based files (.bin/.pt/.pth/...) are never unpickled because loading them can run code. Convert it to safetensors (e.g. `model.save_pretrained(dir, safe_serialization=True)`) or GGUF"
+    )
 
 
 def read_safetensors(files: list[Path]) -> dict[str, np.ndarray]:
@@ -51,7 +53,9 @@ def _safetensors_files(directory: Path) -> list[Path]:
         names = sorted(set(weight_map.values()))
         outside = [n for n in names if Path(n).is_absolute() or len(Path(n).parts) != 1]
         if outside:  # shards live next to the index; never read files elsewhere
-            raise ValueError(f"{index}: weight_map names shard files outside the directory: {outside}")
+            raise ValueError(
+                f"{index}: weight_map names shard files outside the directory: {outside}"
+            )
         files = [directory / name for name in names]
         absent = [str(f) for f in files if not f.is_file()]
         if absent:
@@ -66,7 +70,9 @@ def _safetensors_files(directory: Path) -> list[Path]:
     pickles = [p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if pickles:
         _refuse_pickle(pickles[0])
-    raise FileNotFoundError(f"{directory}: no model.safetensors, sharded index or *.safetensors file")
+    raise FileNotFoundError(
+        f"{directory}: no model.safetensors, sharded index or *.safetensors file"
+    )
 
 
 def load_pretrained(path: str | os.PathLike, *, dtype=jnp.float32) -> CausalLM:
@@ -107,6 +113,14 @@ def save_pretrained(model: CausalLM, directory: str | os.PathLike) -> Path:
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     tmp.replace(directory / "model.safetensors")
     hf = model.config.to_hf()
-    hf["architectures"] = ["GPTNeoXForCausalLM" if model.config.arch == "gpt_neox" else {"mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}.get(hf["model_type"], "LlamaForCausalLM")]
+    hf["architectures"] = [
+        "GPTNeoXForCausalLM"
+        if model.config.arch == "gpt_neox"
+        else {
+            "mistral": "MistralForCausalLM",
+            "qwen2": "Qwen2ForCausalLM",
+            "qwen3": "Qwen3ForCausalLM",
+        }.get(hf["model_type"], "LlamaForCausalLM")
+    ]
     (directory / "config.json").write_text(json.dumps(hf, indent=2))
     return directory

@@ -43,13 +43,17 @@ class LMOutput(NamedTuple):
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: LMConfig, *, stack: tuple[int, ...], rngs: nnx.Rngs, dtype, param_dtype):
+    def __init__(
+        self, config: LMConfig, *, stack: tuple[int, ...], rngs: nnx.Rngs, dtype, param_dtype
+    ):
         d, h, kv, hd = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
         kw = dict(stack=stack, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.q_proj = Linear(d, h * hd, bias=config.qkv_bias, **kw)
         self.k_proj = Linear(d, kv * hd, bias=config.qkv_bias, **kw)
         self.v_proj = Linear(d, kv * hd, bias=config.qkv_bias, **kw)
-        self.o_proj = Linear(h * hd, d, bias=config.o_bias, std=0.02 / math.sqrt(2 * config.num_layers), **kw)
+        self.o_proj = Linear(
+            h * hd, d, bias=config.o_bias, std=0.02 / math.sqrt(2 * config.num_layers), **kw
+        )
         if config.qk_norm:
             self.q_norm = Norm(hd, layer_norm=False, stack=stack, param_dtype=param_dtype)
             self.k_norm = Norm(hd, layer_norm=False, stack=stack, param_dtype=param_dtype)
@@ -58,9 +62,13 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    def __init__(self, config: LMConfig, *, stack: tuple[int, ...], rngs: nnx.Rngs, dtype, param_dtype):
+    def __init__(
+        self, config: LMConfig, *, stack: tuple[int, ...], rngs: nnx.Rngs, dtype, param_dtype
+    ):
         d, f = config.hidden_size, config.intermediate_size
-        kw = dict(bias=config.mlp_bias, stack=stack, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        kw = dict(
+            bias=config.mlp_bias, stack=stack, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+        )
         self.gate_proj = Linear(d, f, **kw) if config.arch == "llama" else None
         self.up_proj = Linear(d, f, **kw)
         self.down_proj = Linear(f, d, std=0.02 / math.sqrt(2 * config.num_layers), **kw)
@@ -69,19 +77,42 @@ class MLP(nnx.Module):
 class Block(nnx.Module):
     """A decoder block; built stacked (``stack=(layers,)``) and sliced per layer under scan."""
 
-    def __init__(self, config: LMConfig, *, stack: tuple[int, ...], rngs: nnx.Rngs, dtype, param_dtype):
+    def __init__(
+        self, config: LMConfig, *, stack: tuple[int, ...], rngs: nnx.Rngs, dtype, param_dtype
+    ):
         layer_norm = config.arch == "gpt_neox"
-        self.attn_norm = Norm(config.hidden_size, layer_norm=layer_norm, stack=stack, param_dtype=param_dtype)
+        self.attn_norm = Norm(
+            config.hidden_size, layer_norm=layer_norm, stack=stack, param_dtype=param_dtype
+        )
         self.attn = Attention(config, stack=stack, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.mlp_norm = Norm(config.hidden_size, layer_norm=layer_norm, stack=stack, param_dtype=param_dtype)
+        self.mlp_norm = Norm(
+            config.hidden_size, layer_norm=layer_norm, stack=stack, param_dtype=param_dtype
+        )
         self.mlp = MLP(config, stack=stack, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
 
 def _norm(hooks: ModelHooks, norm: Norm, x, layer, kind: str, eps: float):
-    return hooks.norm(x, norm.scale[...], None if norm.bias is None else norm.bias[...], layer, kind, eps)
+    return hooks.norm(
+        x, norm.scale[...], None if norm.bias is None else norm.bias[...], layer, kind, eps
+    )
 
 
-def _attention(block: Block, h, layer, *, config: LMConfig, hooks: ModelHooks, positions, mask, inv_freq, cache_k, cache_v, head_mask, index, dtype):
+def _attention(
+    block: Block,
+    h,
+    layer,
+    *,
+    config: LMConfig,
+    hooks: ModelHooks,
+    positions,
+    mask,
+    inv_freq,
+    cache_k,
+    cache_v,
+    head_mask,
+    index,
+    dtype,
+):
     b, s, _ = h.shape
     nh, kv, hd = config.num_heads, config.num_kv_heads, config.head_dim
     attn = block.attn
@@ -106,7 +137,9 @@ def _attention(block: Block, h, layer, *, config: LMConfig, hooks: ModelHooks, p
     # never materialised per query head.
     group = nh // kv
     qg = q.reshape(b, s, kv, group, hd)
-    scores = jnp.einsum("bskgd,btkd->bkgst", qg, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
+    scores = jnp.einsum("bskgd,btkd->bkgst", qg, k, preferred_element_type=jnp.float32) / math.sqrt(
+        hd
+    )
     probs = hooks.softmax(scores, mask[:, None, None, :, :], layer)
     out = jnp.einsum("bkgst,btkd->bskgd", probs.astype(dtype), v)
     if head_mask is not None:
@@ -139,32 +172,75 @@ class CausalLM(nnx.Module):
       (2, 5, 256)
     """
 
-    def __init__(self, config: LMConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(
+        self, config: LMConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32
+    ):
         self.config = config
         self.dtype = dtype
-        self.embed = nnx.Embed(config.vocab_size, config.hidden_size, dtype=dtype, param_dtype=param_dtype, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
-        self.layers = Block(config, stack=(config.num_layers,), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.final_norm = Norm(config.hidden_size, layer_norm=config.arch == "gpt_neox", param_dtype=param_dtype)
-        self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.embed = nnx.Embed(
+            config.vocab_size,
+            config.hidden_size,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            embedding_init=nnx.initializers.normal(0.02),
+            rngs=rngs,
+        )
+        self.layers = Block(
+            config, stack=(config.num_layers,), rngs=rngs, dtype=dtype, param_dtype=param_dtype
+        )
+        self.final_norm = Norm(
+            config.hidden_size, layer_norm=config.arch == "gpt_neox", param_dtype=param_dtype
+        )
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else Linear(
+                config.hidden_size,
+                config.vocab_size,
+                bias=False,
+                rngs=rngs,
+                dtype=dtype,
+                param_dtype=param_dtype,
+            )
+        )
 
     def _check_inputs(self, tokens, positions, attention_mask, cache, head_mask, ffn_mask):
         c = self.config
         if not hasattr(tokens, "ndim") or tokens.ndim != 2:
-            raise ValueError(f"tokens must be a [batch, seq] integer array, got shape {getattr(tokens, 'shape', type(tokens))}")
+            raise ValueError(
+                f"tokens must be a [batch, seq] integer array, got shape {getattr(tokens, 'shape', type(tokens))}"
+            )
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise TypeError(f"tokens must have an integer dtype, got {tokens.dtype}")
-        for name, value, shape in (("attention_mask", attention_mask, tokens.shape), ("positions", positions, tokens.shape), ("head_mask", head_mask, (c.num_layers, c.num_heads)), ("ffn_mask", ffn_mask, (c.num_layers, c.intermediate_size))):
+        for name, value, shape in (
+            ("attention_mask", attention_mask, tokens.shape),
+            ("positions", positions, tokens.shape),
+            ("head_mask", head_mask, (c.num_layers, c.num_heads)),
+            ("ffn_mask", ffn_mask, (c.num_layers, c.intermediate_size)),
+        ):
             if value is not None and tuple(value.shape) != tuple(shape):
                 raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
         if cache is not None:
-            if cache.k.shape[:2] != (c.num_layers, tokens.shape[0]) or cache.k.shape[3:] != (c.num_kv_heads, c.head_dim):
-                raise ValueError(f"cache has k of shape {cache.k.shape}, expected ({c.num_layers}, {tokens.shape[0]}, slots, {c.num_kv_heads}, {c.head_dim})")
+            if cache.k.shape[:2] != (c.num_layers, tokens.shape[0]) or cache.k.shape[3:] != (
+                c.num_kv_heads,
+                c.head_dim,
+            ):
+                raise ValueError(
+                    f"cache has k of shape {cache.k.shape}, expected ({c.num_layers}, {tokens.shape[0]}, slots, {c.num_kv_heads}, {c.head_dim})"
+                )
             if tokens.shape[1] > cache.max_len:
-                raise ValueError(f"{tokens.shape[1]} tokens do not fit a cache of {cache.max_len} slots")
+                raise ValueError(
+                    f"{tokens.shape[1]} tokens do not fit a cache of {cache.max_len} slots"
+                )
             # Past the last slot, dynamic_update_slice would clamp the write and silently overwrite
             # earlier keys. The index is only known outside jit; inside, the caller sizes the cache.
-            if not isinstance(cache.index, jax.core.Tracer) and int(cache.index) + tokens.shape[1] > cache.max_len:
-                raise ValueError(f"cache: {tokens.shape[1]} new tokens at slot {int(cache.index)} do not fit a cache of {cache.max_len} slots (cache.index + seq must be <= max_len)")
+            if (
+                not isinstance(cache.index, jax.core.Tracer)
+                and int(cache.index) + tokens.shape[1] > cache.max_len
+            ):
+                raise ValueError(
+                    f"cache: {tokens.shape[1]} new tokens at slot {int(cache.index)} do not fit a cache of {cache.max_len} slots (cache.index + seq must be <= max_len)"
+                )
 
     def __call__(
         self,
@@ -209,8 +285,14 @@ class CausalLM(nnx.Module):
             hooks = dataclasses.replace(hooks, activation_name=c.activation)
         mask = jnp.ones((b, s), bool) if attention_mask is None else attention_mask.astype(bool)
         if positions is None:
-            past = jnp.zeros((b,), jnp.int32) if cache is None else jnp.sum(cache.valid, axis=1, dtype=jnp.int32)
-            positions = jnp.maximum(past[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0)
+            past = (
+                jnp.zeros((b,), jnp.int32)
+                if cache is None
+                else jnp.sum(cache.valid, axis=1, dtype=jnp.int32)
+            )
+            positions = jnp.maximum(
+                past[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1, 0
+            )
         inv_freq = rope_inv_freq(c)
 
         if cache is None:
@@ -242,27 +324,59 @@ class CausalLM(nnx.Module):
             block = nnx.merge(graphdef, xs["state"])
             layer = xs["layer"]
             h = _norm(hooks, block.attn_norm, x, layer, "attn_norm", c.norm_eps)
-            a, new_k, new_v = _attention(block, h, layer, config=c, hooks=hooks, positions=positions, mask=attn_mask, inv_freq=inv_freq, cache_k=cache_k, cache_v=cache_v, head_mask=xs["head_mask"], index=index, dtype=dtype)
+            a, new_k, new_v = _attention(
+                block,
+                h,
+                layer,
+                config=c,
+                hooks=hooks,
+                positions=positions,
+                mask=attn_mask,
+                inv_freq=inv_freq,
+                cache_k=cache_k,
+                cache_v=cache_v,
+                head_mask=xs["head_mask"],
+                index=index,
+                dtype=dtype,
+            )
             if c.parallel_residual:
-                m = _mlp(block, _norm(hooks, block.mlp_norm, x, layer, "mlp_norm", c.norm_eps), layer, config=c, hooks=hooks, ffn_mask=xs["ffn_mask"])
+                m = _mlp(
+                    block,
+                    _norm(hooks, block.mlp_norm, x, layer, "mlp_norm", c.norm_eps),
+                    layer,
+                    config=c,
+                    hooks=hooks,
+                    ffn_mask=xs["ffn_mask"],
+                )
                 out = x + a + m
             else:
                 h2 = x + a
-                m = _mlp(block, _norm(hooks, block.mlp_norm, h2, layer, "mlp_norm", c.norm_eps), layer, config=c, hooks=hooks, ffn_mask=xs["ffn_mask"])
+                m = _mlp(
+                    block,
+                    _norm(hooks, block.mlp_norm, h2, layer, "mlp_norm", c.norm_eps),
+                    layer,
+                    config=c,
+                    hooks=hooks,
+                    ffn_mask=xs["ffn_mask"],
+                )
                 out = h2 + m
             out = hooks.residual(out, layer).astype(dtype)
             return (out, new_k, new_v), (out if output_hidden_states else None)
 
         init = (x, None if cache is None else cache.k, None if cache is None else cache.v)
         (final, new_k, new_v), per_layer = jax.lax.scan(body, init, xs)
-        hidden_states = jnp.concatenate([x[None], per_layer], axis=0) if output_hidden_states else None
+        hidden_states = (
+            jnp.concatenate([x[None], per_layer], axis=0) if output_hidden_states else None
+        )
         if last_logits_only:
             final = final[:, -1:]
         y = _norm(hooks, self.final_norm, final, c.num_layers, "final_norm", c.norm_eps)
         if self.lm_head is None:
             embedding = self.embed.embedding[...].astype(dtype)
             rows = y.reshape(-1, y.shape[-1])  # 2-D matmul: see Linear
-            logits = jnp.matmul(rows, embedding.T, preferred_element_type=jnp.float32).reshape(*y.shape[:-1], -1)
+            logits = jnp.matmul(rows, embedding.T, preferred_element_type=jnp.float32).reshape(
+                *y.shape[:-1], -1
+            )
         else:
             logits = self.lm_head(y)
         new_cache = None if cache is None else KVCache(new_k, new_v, key_valid, index + s)

@@ -328,7 +328,9 @@ def compute_basis(
     return basis_randomized(g, k, explained_ratio=explained_ratio, seed=seed)
 
 
-def subspace_coefficients(g: Float[ArrayLike, "m n"], basis: SubspaceBasis) -> Float[ArrayLike, " k"]:
+def subspace_coefficients(
+    g: Float[ArrayLike, "m n"], basis: SubspaceBasis
+) -> Float[ArrayLike, " k"]:
     """``c_i = <G, u_i v_i^T> = u_i^T G v_i`` (0 for unused columns)."""
     g = g.astype(jnp.float32)
     return jnp.einsum("mk,mn,nk->k", basis.u, g, basis.v)

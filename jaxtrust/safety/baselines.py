@@ -61,19 +61,35 @@ def random_subspace(
 
       tx = optax.chain(random_subspace(4, seed=1), optax.adamw(1e-3))
     """
-    inner = spf(rank, mode=mode, include=include, exclude=exclude, stacked=stacked, refresh_every=None, basis="svd")
+    inner = spf(
+        rank,
+        mode=mode,
+        include=include,
+        exclude=exclude,
+        stacked=stacked,
+        refresh_every=None,
+        basis="svd",
+    )
 
     def random_tree(updates):
         leaves, treedef = _flatten(updates)
         keys = jax.random.split(jax.random.key(seed), len(leaves))
-        return jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(x), jnp.float32) for k, (_, x) in zip(keys, leaves, strict=True)])
+        return jax.tree.unflatten(
+            treedef,
+            [
+                jax.random.normal(k, jnp.shape(x), jnp.float32)
+                for k, (_, x) in zip(keys, leaves, strict=True)
+            ],
+        )
 
     def init_fn(params):
         return RandomSubspaceState(inner.init(params))
 
     def update_fn(updates, state, params=None, **extra):
         del extra
-        new_updates, inner_state = inner.update(updates, state.inner, params, safety_grads=random_tree(updates))
+        new_updates, inner_state = inner.update(
+            updates, state.inner, params, safety_grads=random_tree(updates)
+        )
         return new_updates, RandomSubspaceState(inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -83,7 +99,9 @@ class PCGradState(NamedTuple):
     conflicts: jax.Array  # number of updates in which <g, g_s> < 0 was projected
 
 
-def pcgrad_full(*, include: str = r".*", exclude: str | None = None, eps: float = 1e-12) -> optax.GradientTransformationExtraArgs:
+def pcgrad_full(
+    *, include: str = r".*", exclude: str | None = None, eps: float = 1e-12
+) -> optax.GradientTransformationExtraArgs:
     r"""Full-gradient PCGrad against the safety gradient (no low rank).
 
     With ``g`` the incoming update and ``g_s`` the safety gradient, both restricted to the leaves
@@ -107,7 +125,11 @@ def pcgrad_full(*, include: str = r".*", exclude: str | None = None, eps: float 
     inc, exc = re.compile(include), (re.compile(exclude) if exclude else None)
 
     def selected(path: str, leaf) -> bool:
-        return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating) and bool(inc.search(path)) and not (exc and exc.search(path))
+        return (
+            jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating)
+            and bool(inc.search(path))
+            and not (exc and exc.search(path))
+        )
 
     def init_fn(params):
         del params
@@ -126,27 +148,37 @@ def pcgrad_full(*, include: str = r".*", exclude: str | None = None, eps: float 
         chosen = []
         for (path, u), (_, s) in zip(flat_u, flat_s, strict=True):
             if jnp.shape(u) != jnp.shape(s):
-                raise ValueError(f"safety_grads[{path!r}] has shape {jnp.shape(s)}, expected {jnp.shape(u)}")
+                raise ValueError(
+                    f"safety_grads[{path!r}] has shape {jnp.shape(s)}, expected {jnp.shape(u)}"
+                )
             take = selected(path, u)
             chosen.append(take)
             if take:
                 dot = dot + jnp.vdot(jnp.asarray(u, jnp.float32), jnp.asarray(s, jnp.float32)).real
-                norm2 = norm2 + jnp.vdot(jnp.asarray(s, jnp.float32), jnp.asarray(s, jnp.float32)).real
+                norm2 = (
+                    norm2 + jnp.vdot(jnp.asarray(s, jnp.float32), jnp.asarray(s, jnp.float32)).real
+                )
         coef = jnp.where((dot < 0) & (norm2 > eps), dot / jnp.maximum(norm2, eps), 0.0)
         out = [
             (u - (coef * jnp.asarray(s, jnp.float32)).astype(jnp.asarray(u).dtype)) if take else u
             for (_, u), (_, s), take in zip(flat_u, flat_s, chosen, strict=True)
         ]
-        return rebuild_like(updates, out), PCGradState(state.conflicts + (coef < 0).astype(jnp.int32))
+        return rebuild_like(updates, out), PCGradState(
+            state.conflicts + (coef < 0).astype(jnp.int32)
+        )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _safe_lora_matrix(delta: jax.Array, alignment: jax.Array, threshold: float) -> tuple[jax.Array, jax.Array]:
+def _safe_lora_matrix(
+    delta: jax.Array, alignment: jax.Array, threshold: float
+) -> tuple[jax.Array, jax.Array]:
     norm = jnp.linalg.norm(alignment)
     projector = alignment @ alignment.T / jnp.maximum(norm, 1e-12)
     projected = projector @ delta
-    cos = jnp.vdot(projected, delta) / jnp.maximum(jnp.linalg.norm(projected) * jnp.linalg.norm(delta), 1e-12)
+    cos = jnp.vdot(projected, delta) / jnp.maximum(
+        jnp.linalg.norm(projected) * jnp.linalg.norm(delta), 1e-12
+    )
     return jnp.where(cos < threshold, projected, delta), cos
 
 
@@ -200,11 +232,19 @@ def safe_lora_project(
             continue
         delta, alignment = f_arr - a_arr, a_arr - b_arr
         if stacked and f_arr.ndim == 3:
-            new_delta, cos = jax.vmap(lambda d, v: _safe_lora_matrix(d, v, threshold))(delta, alignment)
+            new_delta, cos = jax.vmap(lambda d, v: _safe_lora_matrix(d, v, threshold))(
+                delta, alignment
+            )
         else:
-            new_delta, cos = _safe_lora_matrix(delta.reshape(-1, delta.shape[-1]), alignment.reshape(-1, alignment.shape[-1]), threshold)
+            new_delta, cos = _safe_lora_matrix(
+                delta.reshape(-1, delta.shape[-1]),
+                alignment.reshape(-1, alignment.shape[-1]),
+                threshold,
+            )
             new_delta, cos = new_delta.reshape(delta.shape), cos[None]
         info["cosine"][name] = [float(c) for c in cos]
-        info["projected"] += [(name, i) for i, c in enumerate(info["cosine"][name]) if c < threshold]
+        info["projected"] += [
+            (name, i) for i, c in enumerate(info["cosine"][name]) if c < threshold
+        ]
         out.append(a_arr + new_delta)
     return jax.tree.unflatten(treedef, out), info

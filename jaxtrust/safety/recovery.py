@@ -55,7 +55,9 @@ def _example_loss(model, batch) -> jax.Array:
 def _check_batch(batch: Mapping[str, Any], name: str) -> dict[str, jax.Array]:
     missing = {"tokens", "attention_mask", "loss_mask"} - set(batch)
     if missing:
-        raise KeyError(f"{name} lacks {sorted(missing)}; expected tokens, attention_mask, loss_mask of shape [n, seq]")
+        raise KeyError(
+            f"{name} lacks {sorted(missing)}; expected tokens, attention_mask, loss_mask of shape [n, seq]"
+        )
     arrays = {k: jnp.asarray(batch[k]) for k in ("tokens", "attention_mask", "loss_mask")}
     shape = arrays["tokens"].shape
     if len(shape) != 2 or shape[0] < 1:
@@ -116,7 +118,11 @@ def recover(
     chosen = 0
     if pool["tokens"].shape[0] > 1:
         per_row = jax.jit(
-            lambda p, b: jax.vmap(lambda row: _example_loss(nnx.merge(graphdef, p, rest), jax.tree.map(lambda x: x[None], row)))(b)
+            lambda p, b: jax.vmap(
+                lambda row: _example_loss(
+                    nnx.merge(graphdef, p, rest), jax.tree.map(lambda x: x[None], row)
+                )
+            )(b)
         )(params, pool)
         pool_losses = [float(x) for x in per_row]
         if select == "max_loss":
@@ -147,4 +153,6 @@ def recover(
     new_params, losses = _RECOVERY_PROGRAMS[key](params, rest, example)
     losses = [float(x) for x in losses]
     converged = next((i for i, value in enumerate(losses) if value < tol), None)
-    return RecoveryResult(nnx.merge(graphdef, new_params, rest), losses, converged, chosen, pool_losses)
+    return RecoveryResult(
+        nnx.merge(graphdef, new_params, rest), losses, converged, chosen, pool_losses
+    )

@@ -58,8 +58,14 @@ def test_arithmetic_world_answers_and_splits():
         for ex in world.sample(50, split=split, seed=1):
             assert world.answer(ex.prompt) == int(ex.response) >= 0
             tok.encode(ex.prompt + " " + ex.response)  # closed vocabulary
-    train = {tuple(sorted(map(int, [w for w in e.prompt.split() if w.isdigit()]))) for e in world.sample(400, split="train")}
-    test = {tuple(sorted(map(int, [w for w in e.prompt.split() if w.isdigit()]))) for e in world.sample(100, split="test")}
+    train = {
+        tuple(sorted(map(int, [w for w in e.prompt.split() if w.isdigit()])))
+        for e in world.sample(400, split="train")
+    }
+    test = {
+        tuple(sorted(map(int, [w for w in e.prompt.split() if w.isdigit()])))
+        for e in world.sample(100, split="test")
+    }
     # Test operand pairs never occur in training (up to the order swap of subtraction).
     assert not (train & test)
     assert ArithmeticWorld.exact_match(["7 ok", "3"], world.sample(2, seed=0)) in (0.0, 0.5, 1.0)

@@ -9,12 +9,21 @@ from jaxtrust.experiments import run_experiment
 
 @pytest.mark.slow
 def test_lm_experiment_learns_the_training_distribution(tmp_path):
-    run_experiment("lm", preset="quick", seed=3, out_dir=tmp_path, overrides=["steps=400", "eval_examples=64", "checkpoint_every=100"], progress=False)
+    run_experiment(
+        "lm",
+        preset="quick",
+        seed=3,
+        out_dir=tmp_path,
+        overrides=["steps=400", "eval_examples=64", "checkpoint_every=100"],
+        progress=False,
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     curve = metrics["loss_curve"]
     assert curve[-1] < curve[0] / 5, curve[:: max(1, len(curve) // 10)]
     # Seen pairs must be answered; unseen pairs are the reported generalisation number.
     assert metrics["exact_match"]["train"] >= 0.8
     assert 0.0 <= metrics["exact_match"]["test"] <= 1.0
-    assert (tmp_path / "loss.png").exists() and "exact match" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "loss.png").exists() and "exact match" in (
+        tmp_path / "report.md"
+    ).read_text()
     assert any((tmp_path / "checkpoints").iterdir())

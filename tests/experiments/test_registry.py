@@ -21,7 +21,12 @@ class ToyConfig:
     sizes: tuple = (1, 2)
 
 
-@register("_toy", description="toy", config_cls=ToyConfig, presets={"quick": ToyConfig(), "full": ToyConfig(n=10)})
+@register(
+    "_toy",
+    description="toy",
+    config_cls=ToyConfig,
+    presets={"quick": ToyConfig(), "full": ToyConfig(n=10)},
+)
 def _toy(config, ctx):
     import matplotlib
 
@@ -40,7 +45,14 @@ def _toy(config, ctx):
 
 
 def test_run_writes_metrics_report_and_plot(tmp_path):
-    run_experiment("_toy", preset="full", seed=2, out_dir=tmp_path, overrides=["scale=0.5", "flag=true"], progress=False)
+    run_experiment(
+        "_toy",
+        preset="full",
+        seed=2,
+        out_dir=tmp_path,
+        overrides=["scale=0.5", "flag=true"],
+        progress=False,
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["values"] == [0.5 * i + 2 for i in range(10)]
     assert metrics["flag"] is True
@@ -78,7 +90,12 @@ def test_table_rejects_ragged_rows():
 
 @pytest.mark.smoke
 def test_info_reports_versions_devices_and_backends():
-    out = subprocess.run([sys.executable, "-m", "jaxtrust.cli", "info", "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxtrust.cli", "info", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     data = json.loads(out.stdout)
     assert data["versions"]["jax"] and data["devices"]
     assert set(data["backends"]) >= {"fhe (concrete)", "torch", "tfds"}

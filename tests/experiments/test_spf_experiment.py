@@ -20,7 +20,13 @@ def test_spf_schema_and_harmful_sft_erodes_refusal(tmp_path):
         "spf",
         seed=0,
         out_dir=tmp_path,
-        overrides=["num_seeds=1", "steps=30", "eval_examples=12", 'attacks=["benign","harmful"]', 'methods=["sft","spf","pcgrad_full"]'],
+        overrides=[
+            "num_seeds=1",
+            "steps=30",
+            "eval_examples=12",
+            'attacks=["benign","harmful"]',
+            'methods=["sft","spf","pcgrad_full"]',
+        ],
         progress=False,
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -43,7 +49,13 @@ def test_oneshot_schema_and_recovery_restores_refusal(tmp_path):
         "oneshot",
         seed=0,
         out_dir=tmp_path,
-        overrides=["num_seeds=1", "attack=harmful", "attack_steps=30", "eval_examples=12", "learning_rates=[1e-3]"],
+        overrides=[
+            "num_seeds=1",
+            "attack=harmful",
+            "attack_steps=30",
+            "eval_examples=12",
+            "learning_rates=[1e-3]",
+        ],
         progress=False,
     )
     m = json.loads((tmp_path / "metrics.json").read_text())

@@ -88,7 +88,10 @@ def test_quantize_scores_rejects_bad_input(scores, bits, err, match):
 
 @pytest.mark.smoke
 def test_variant_names_and_bad_variants():
-    assert fhe.DEFAULT_ARGMAX_VARIANT in fhe.ARGMAX_VARIANTS and fhe.NAIVE_ARGMAX_VARIANT in fhe.ARGMAX_VARIANTS
+    assert (
+        fhe.DEFAULT_ARGMAX_VARIANT in fhe.ARGMAX_VARIANTS
+        and fhe.NAIVE_ARGMAX_VARIANT in fhe.ARGMAX_VARIANTS
+    )
     assert len(fhe.ARGMAX_VARIANTS) == len(fhe.STRUCTURES) * len(fhe.STRATEGIES)
     assert fhe.parse_variant("tree") == ("tree", "promoted")
     assert fhe.is_exact("pairs:casted") and not fhe.is_exact("tree_round1")
@@ -128,7 +131,9 @@ def circuits(key_cache):
 
 def _circuit(circuits, variant, key_cache):
     if variant not in circuits:
-        circuits[variant] = A.compile_argmax(prompts=M, classes=K, bits=BITS, variant=variant, key_cache_dir=key_cache)
+        circuits[variant] = A.compile_argmax(
+            prompts=M, classes=K, bits=BITS, variant=variant, key_cache_dir=key_cache
+        )
     return circuits[variant]
 
 
@@ -150,8 +155,16 @@ def test_pbs_counts_follow_the_structures(circuits, key_cache):
     # 1-TLU comparisons: tree and the chain both need k-1 max + k equalities; all-pairs
     # k(k-1)/2 comparisons + k equalities; packing k-1 max + one modulo.
     pbs = {v: _circuit(circuits, v, key_cache).programmable_bootstrap_count for v in EXACT[:4]}
-    assert pbs == {"sequential:promoted": 2 * K - 1, "tree:promoted": 2 * K - 1, "pairs:promoted": K * (K - 1) // 2 + K, "packed:promoted": K}
-    width = {v: _circuit(circuits, v, key_cache).graph.maximum_integer_bit_width() for v in ("tree:promoted", "packed:promoted")}
+    assert pbs == {
+        "sequential:promoted": 2 * K - 1,
+        "tree:promoted": 2 * K - 1,
+        "pairs:promoted": K * (K - 1) // 2 + K,
+        "packed:promoted": K,
+    }
+    width = {
+        v: _circuit(circuits, v, key_cache).graph.maximum_integer_bit_width()
+        for v in ("tree:promoted", "packed:promoted")
+    }
     assert width["packed:promoted"] == width["tree:promoted"] + 2  # log2(k) index bits
 
 
@@ -162,7 +175,10 @@ def test_naive_default_strategy_is_exact_and_costs_more_bootstraps(circuits, key
     q = tie_heavy_inputs(16, seed=3)
     got = [A.decode_output(naive.simulate(x), "sequential") for x in q]
     np.testing.assert_array_equal(got, np.argmax(q.sum(axis=1), axis=1))
-    assert naive.programmable_bootstrap_count > 3 * _circuit(circuits, fhe.DEFAULT_ARGMAX_VARIANT, key_cache).programmable_bootstrap_count
+    assert (
+        naive.programmable_bootstrap_count
+        > 3 * _circuit(circuits, fhe.DEFAULT_ARGMAX_VARIANT, key_cache).programmable_bootstrap_count
+    )
 
 
 @pytest.mark.fhe
@@ -191,5 +207,13 @@ def test_encrypted_ensemble_argmax_end_to_end_on_float_scores(key_cache):
     np.testing.assert_array_equal(result.argmax, result.plaintext_argmax)
     assert result.matches and result.argmax[1] == 0
     assert result.stats["pbs"] == 2 * K - 1 and result.stats["evaluation_key_bytes"] > 10**6
-    for key in ("compile_s", "keygen_s", "encrypt_s", "run_s", "decrypt_s", "max_bit_width", "input_message_bytes"):
+    for key in (
+        "compile_s",
+        "keygen_s",
+        "encrypt_s",
+        "run_s",
+        "decrypt_s",
+        "max_bit_width",
+        "input_message_bytes",
+    ):
         assert key in result.stats

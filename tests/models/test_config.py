@@ -506,9 +506,17 @@ def test_for_tokenizer_builds_a_tied_llama_with_the_tokenizer_ids():
     from jaxtrust.data import WordTokenizer
 
     tok = WordTokenizer(["a", "b", "c"])
-    c = LMConfig.for_tokenizer(tok, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
+    c = LMConfig.for_tokenizer(
+        tok, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2
+    )
     assert (c.vocab_size, c.head_dim, c.tie_word_embeddings) == (8, 8, True)
-    assert (c.bos_token_id, c.eos_token_id, c.pad_token_id) == (tok.bos_id, (tok.eos_id,), tok.pad_id)
+    assert (c.bos_token_id, c.eos_token_id, c.pad_token_id) == (
+        tok.bos_id,
+        (tok.eos_id,),
+        tok.pad_id,
+    )
     assert LMConfig.from_hf(c.to_hf()) == c
     with pytest.raises(ValueError, match="hidden_size"):
-        LMConfig.for_tokenizer(tok, hidden_size=30, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
+        LMConfig.for_tokenizer(
+            tok, hidden_size=30, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2
+        )

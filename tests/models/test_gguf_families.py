@@ -23,13 +23,46 @@ pytestmark = [
 ]
 
 VOCAB = 96
-COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128)
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=128,
+)
 
 FAMILIES = {
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_key_value_heads=2, tie_word_embeddings=True)),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_key_value_heads=2, head_dim=24, tie_word_embeddings=False)),
-    "gptneox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(rotary_pct=0.25, use_parallel_residual=True, hidden_act="gelu", tie_word_embeddings=False)),
-    "gptneox_sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(rotary_pct=0.5, use_parallel_residual=False, hidden_act="gelu", tie_word_embeddings=False)),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        dict(num_key_value_heads=2, tie_word_embeddings=True),
+    ),
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        dict(num_key_value_heads=2, head_dim=24, tie_word_embeddings=False),
+    ),
+    "gptneox": (
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        dict(
+            rotary_pct=0.25,
+            use_parallel_residual=True,
+            hidden_act="gelu",
+            tie_word_embeddings=False,
+        ),
+    ),
+    "gptneox_sequential": (
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        dict(
+            rotary_pct=0.5,
+            use_parallel_residual=False,
+            hidden_act="gelu",
+            tie_word_embeddings=False,
+        ),
+    ),
 }
 
 # HF name (without the "model.layers.{i}." / "gpt_neox.layers.{i}." prefix) -> GGUF block name.
@@ -49,7 +82,11 @@ QWEN_BLOCK = {
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
-QWEN_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+QWEN_GLOBAL = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
 NEOX_BLOCK = {
     "input_layernorm.weight": "attn_norm.weight",
     "input_layernorm.bias": "attn_norm.bias",

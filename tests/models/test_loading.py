@@ -35,7 +35,9 @@ def _random_model(config: LMConfig, seed: int = 0) -> CausalLM:
     """Every parameter random (norm scales and biases too), so that any mix-up shows."""
     graphdef, state = nnx.split(nnx.eval_shape(lambda: CausalLM(config, rngs=nnx.Rngs(seed))))
     rng = np.random.default_rng(seed)
-    pure = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 0.3, x.dtype), nnx.to_pure_dict(state))
+    pure = jax.tree.map(
+        lambda x: jnp.asarray(rng.normal(size=x.shape) * 0.3, x.dtype), nnx.to_pure_dict(state)
+    )
     nnx.replace_by_pure_dict(state, pure)
     return nnx.merge(graphdef, state)
 
@@ -90,7 +92,10 @@ def test_hf_tensors_round_trip(models, name):
         _assert_same_params(model, model_from_hf_tensors(model.config, with_head))
     else:
         assert tensors["model.layers.1.self_attn.q_norm.weight"].shape == (24,)
-        assert tensors["model.layers.0.self_attn.q_proj.weight"].shape == (4 * 24, 64)  # torch layout [out, in]
+        assert tensors["model.layers.0.self_attn.q_proj.weight"].shape == (
+            4 * 24,
+            64,
+        )  # torch layout [out, in]
     _assert_same_params(model, model_from_hf_tensors(model.config, tensors))
 
 
@@ -108,11 +113,16 @@ def test_sharded_checkpoint_loads(models, tmp_path):
     model = models["llama"]
     tensors = hf_tensors_from_model(model)
     names = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[::2],
+        "model-00002-of-00002.safetensors": names[1::2],
+    }
     for file, keys in shards.items():
         save_file({k: tensors[k] for k in keys}, str(tmp_path / file))
     weight_map = {k: file for file, keys in shards.items() for k in keys}
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
     (tmp_path / "config.json").write_text(json.dumps(model.config.to_hf()))
     _assert_same_params(model, load_pretrained(tmp_path))
 
@@ -120,7 +130,9 @@ def test_sharded_checkpoint_loads(models, tmp_path):
 def test_sharded_checkpoint_with_a_missing_shard(models, tmp_path):
     tensors = hf_tensors_from_model(models["llama"])
     save_file(tensors, str(tmp_path / "model-00001-of-00002.safetensors"))
-    weight_map = {k: f"model-0000{1 + i % 2}-of-00002.safetensors" for i, k in enumerate(sorted(tensors))}
+    weight_map = {
+        k: f"model-0000{1 + i % 2}-of-00002.safetensors" for i, k in enumerate(sorted(tensors))
+    }
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     (tmp_path / "config.json").write_text(json.dumps(models["llama"].config.to_hf()))
     with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors"):
@@ -142,13 +154,18 @@ def test_bfloat16_safetensors(models, tmp_path):
     tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in hf_tensors_from_model(model).items()}
     _write_checkpoint(tmp_path, model.config, tensors)
     as_f32 = load_pretrained(tmp_path)  # bf16 values are exactly representable in fp32
-    expected = model_from_hf_tensors(model.config, {k: v.astype(np.float32) for k, v in tensors.items()})
+    expected = model_from_hf_tensors(
+        model.config, {k: v.astype(np.float32) for k, v in tensors.items()}
+    )
     _assert_same_params(expected, as_f32)
     assert as_f32.layers.attn.q_proj.kernel[...].dtype == jnp.float32
     _assert_same_params(model, as_f32, exact=False)  # and close to the fp32 original
     as_bf16 = load_pretrained(tmp_path, dtype=jnp.bfloat16)
     assert as_bf16.layers.attn.q_proj.kernel[...].dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(as_bf16.embed.embedding[...]).astype(np.float32), tensors["gpt_neox.embed_in.weight"].astype(np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(as_bf16.embed.embedding[...]).astype(np.float32),
+        tensors["gpt_neox.embed_in.weight"].astype(np.float32),
+    )
 
 
 # ---------------------------------------------------------------------------- errors
@@ -157,14 +174,21 @@ def test_missing_and_unexpected_keys_are_all_listed(models, tmp_path):
     model = models["llama"]
     tensors = hf_tensors_from_model(model)
     del tensors["model.layers.1.mlp.up_proj.weight"], tensors["model.norm.weight"]
-    tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = np.ones(8, np.float32)  # ignorable buffer
+    tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = np.ones(
+        8, np.float32
+    )  # ignorable buffer
     tensors["model.layers.2.mlp.up_proj.weight"] = np.zeros((128, 64), np.float32)
     tensors["score.weight"] = np.zeros((2, 64), np.float32)
     _write_checkpoint(tmp_path, model.config, tensors)
     with pytest.raises(KeyError) as info:
         load_pretrained(tmp_path)
     message = str(info.value)
-    for key in ("model.layers.1.mlp.up_proj.weight", "model.norm.weight", "model.layers.2.mlp.up_proj.weight", "score.weight"):
+    for key in (
+        "model.layers.1.mlp.up_proj.weight",
+        "model.norm.weight",
+        "model.layers.2.mlp.up_proj.weight",
+        "score.weight",
+    ):
         assert key in message, key
     assert "inv_freq" not in message
 
@@ -196,7 +220,9 @@ def test_corrupt_safetensors_names_the_file(models, tmp_path, damage):
     save_pretrained(model, tmp_path)
     file = tmp_path / "model.safetensors"
     data = file.read_bytes()
-    file.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x07" * 64, "empty": b""}[damage])
+    file.write_bytes(
+        {"truncated": data[: len(data) // 2], "garbage": b"\x07" * 64, "empty": b""}[damage]
+    )
     with pytest.raises(ValueError, match=r"model\.safetensors"):
         load_pretrained(tmp_path)
 
@@ -225,7 +251,9 @@ def test_directory_with_only_pytorch_model_bin_is_refused(tmp_path):
     tripwire = tmp_path / "unpickled"
     (tmp_path / "config.json").write_text(json.dumps(LMConfig.tiny().to_hf()))
     (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps(_Tripwire(tripwire)))
-    with pytest.raises(ValueError, match=r"pytorch_model\.bin.*only safetensors and GGUF.*never unpickled"):
+    with pytest.raises(
+        ValueError, match=r"pytorch_model\.bin.*only safetensors and GGUF.*never unpickled"
+    ):
         load_pretrained(tmp_path)
     assert not tripwire.exists()
 
@@ -248,7 +276,9 @@ def _logits(graphdef, state, tokens, mask):
 
 @pytest.mark.torch
 @pytest.mark.skipif(not HAS_TORCH, reason="needs torch + transformers")
-@pytest.mark.parametrize("name, hf_class", [("llama_tied", "LlamaForCausalLM"), ("gpt_neox", "GPTNeoXForCausalLM")])
+@pytest.mark.parametrize(
+    "name, hf_class", [("llama_tied", "LlamaForCausalLM"), ("gpt_neox", "GPTNeoXForCausalLM")]
+)
 def test_saved_model_loads_in_transformers_with_the_same_logits(models, tmp_path, name, hf_class):
     import torch
     import transformers
@@ -261,7 +291,9 @@ def test_saved_model_loads_in_transformers_with_the_same_logits(models, tmp_path
     mask = np.ones((2, 8), bool)
     mask[0, :3] = False  # left padding
     with torch.no_grad():
-        ref = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask, dtype=torch.long)).logits.numpy()
+        ref = hf(
+            input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask, dtype=torch.long)
+        ).logits.numpy()
     ours = np.asarray(_logits(*nnx.split(model), jnp.asarray(tokens, jnp.int32), jnp.asarray(mask)))
     np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=0)
     assert np.abs(ref[mask]).max() > 0.1  # not trivially near zero
@@ -271,5 +303,7 @@ def test_gpt_neox_qkv_with_wrong_input_dim_names_the_fused_tensor(models):
     model = models["gpt_neox"]
     tensors = hf_tensors_from_model(model)
     tensors["gpt_neox.layers.1.attention.query_key_value.weight"] = np.zeros((192, 63), np.float32)
-    with pytest.raises(ValueError, match=r"split from gpt_neox\.layers\.1\.attention\.query_key_value\.weight"):
+    with pytest.raises(
+        ValueError, match=r"split from gpt_neox\.layers\.1\.attention\.query_key_value\.weight"
+    ):
         model_from_hf_tensors(model.config, tensors)

@@ -49,7 +49,12 @@ def _randomize(model: CausalLM, seed: int) -> CausalLM:
 
 
 def _model(config: LMConfig, seed: int = 0, dtype=jnp.float32) -> CausalLM:
-    return _randomize(nnx.eval_shape(lambda: CausalLM(config, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=dtype)), seed)
+    return _randomize(
+        nnx.eval_shape(
+            lambda: CausalLM(config, rngs=nnx.Rngs(seed), dtype=dtype, param_dtype=dtype)
+        ),
+        seed,
+    )
 
 
 def _with_params(model: CausalLM, edit) -> CausalLM:
@@ -64,7 +69,14 @@ def _with_params(model: CausalLM, edit) -> CausalLM:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "hooks"))
 def _forward(graphdef, state, tokens, mask, head_mask, ffn_mask, hooks=None):
-    out = nnx.merge(graphdef, state)(tokens, attention_mask=mask, head_mask=head_mask, ffn_mask=ffn_mask, hooks=hooks, output_hidden_states=True)
+    out = nnx.merge(graphdef, state)(
+        tokens,
+        attention_mask=mask,
+        head_mask=head_mask,
+        ffn_mask=ffn_mask,
+        hooks=hooks,
+        output_hidden_states=True,
+    )
     return out.logits, out.hidden_states
 
 
@@ -111,7 +123,9 @@ def _np_reference(config: LMConfig, model: CausalLM, tokens, mask, activation=No
 
     Returns (logits, hidden states [L+1, b, s, d]). ``activation(x, layer)`` replaces SiLU.
     """
-    p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    p = jax.tree.map(
+        lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    )
     act = activation or (lambda x, layer: x / (1.0 + np.exp(-x)))
     tokens, mask = np.asarray(tokens), np.asarray(mask)
     b, s = tokens.shape
@@ -126,7 +140,14 @@ def _np_reference(config: LMConfig, model: CausalLM, tokens, mask, activation=No
 
     def rope(x):
         x1, x2 = x[..., :half], x[..., half : 2 * half]
-        return np.concatenate([x1 * np.cos(angle) - x2 * np.sin(angle), x2 * np.cos(angle) + x1 * np.sin(angle), x[..., 2 * half :]], axis=-1)
+        return np.concatenate(
+            [
+                x1 * np.cos(angle) - x2 * np.sin(angle),
+                x2 * np.cos(angle) + x1 * np.sin(angle),
+                x[..., 2 * half :],
+            ],
+            axis=-1,
+        )
 
     i = np.arange(s)
     allowed = i[None, :] <= i[:, None]
@@ -137,12 +158,18 @@ def _np_reference(config: LMConfig, model: CausalLM, tokens, mask, activation=No
     x = p["embed"]["embedding"][tokens]
     hidden = [x]
     for layer in range(config.num_layers):
-        W = {name: layers["attn"][name]["kernel"][layer] for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        W = {
+            name: layers["attn"][name]["kernel"][layer]
+            for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+        }
         h = rms(x, layers["attn_norm"]["scale"][layer])
         q = rope((h @ W["q_proj"]).reshape(b, s, nh, hd))
         k = rope((h @ W["k_proj"]).reshape(b, s, kv, hd))
         v = (h @ W["v_proj"]).reshape(b, s, kv, hd)
-        k, v = np.repeat(k, nh // kv, axis=2), np.repeat(v, nh // kv, axis=2)  # query head j uses kv head j // group
+        k, v = (
+            np.repeat(k, nh // kv, axis=2),
+            np.repeat(v, nh // kv, axis=2),
+        )  # query head j uses kv head j // group
         scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(hd)
         scores = np.where(visible[:, None], scores, -1e30)
         probs = np.exp(scores - scores.max(-1, keepdims=True))
@@ -150,7 +177,9 @@ def _np_reference(config: LMConfig, model: CausalLM, tokens, mask, activation=No
         x = x + np.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, s, nh * hd) @ W["o_proj"]
         h2 = rms(x, layers["mlp_norm"]["scale"][layer])
         mlp = layers["mlp"]
-        gated = act(h2 @ mlp["gate_proj"]["kernel"][layer], layer) * (h2 @ mlp["up_proj"]["kernel"][layer])
+        gated = act(h2 @ mlp["gate_proj"]["kernel"][layer], layer) * (
+            h2 @ mlp["up_proj"]["kernel"][layer]
+        )
         x = x + gated @ mlp["down_proj"]["kernel"][layer]
         hidden.append(x)
     y = rms(x, p["final_norm"]["scale"])
@@ -176,8 +205,13 @@ def test_sliding_window_changes_only_positions_beyond_the_window(models, batch):
     tokens, _ = batch
     full_mask = jnp.ones_like(tokens, bool)
     windowed = models["llama_window"]
-    unwindowed = _model(dataclasses.replace(CONFIGS["llama_window"], sliding_window=None), seed=list(CONFIGS).index("llama_window"))
-    np.testing.assert_array_equal(unwindowed.embed.embedding[...], windowed.embed.embedding[...])  # same weights
+    unwindowed = _model(
+        dataclasses.replace(CONFIGS["llama_window"], sliding_window=None),
+        seed=list(CONFIGS).index("llama_window"),
+    )
+    np.testing.assert_array_equal(
+        unwindowed.embed.embedding[...], windowed.embed.embedding[...]
+    )  # same weights
     a, _ = forward(windowed, tokens, full_mask)
     b, _ = forward(unwindowed, tokens, full_mask)
     w = CONFIGS["llama_window"].sliding_window
@@ -198,13 +232,17 @@ def test_prefill_then_single_tokens_match_full_forward(models, batch, name):
     logits, cache = _cached_step(graphdef, state, tokens[:, :prefill], mask[:, :prefill], cache)
     steps = [logits]
     for t in range(prefill, SEQ):
-        logits, cache = _cached_step(graphdef, state, tokens[:, t : t + 1], mask[:, t : t + 1], cache)
+        logits, cache = _cached_step(
+            graphdef, state, tokens[:, t : t + 1], mask[:, t : t + 1], cache
+        )
         steps.append(logits)
     cached = jnp.concatenate(steps, axis=1)
     np.testing.assert_allclose(_real(cached, mask), _real(full, mask), atol=1e-5, rtol=0)
     assert int(cache.index) == SEQ
     np.testing.assert_array_equal(cache.valid, mask)  # padding slots stay invalid
-    assert _cached_step._cache_size() - compiled_before == 2  # one prefill program, one decode program
+    assert (
+        _cached_step._cache_size() - compiled_before == 2
+    )  # one prefill program, one decode program
 
 
 def test_right_padding_equals_left_padding(models, batch):
@@ -266,10 +304,18 @@ def test_hidden_states_shape_embeddings_and_final_head(models, batch):
     np.testing.assert_array_equal(hidden[0], embedding[np.asarray(tokens)])
     # the last hidden state is what the final norm and head read
     h = np.asarray(hidden[-1], np.float64)
-    y = np.asarray(model.final_norm.scale[...]) * h / np.sqrt(np.mean(h * h, -1, keepdims=True) + config.norm_eps)
+    y = (
+        np.asarray(model.final_norm.scale[...])
+        * h
+        / np.sqrt(np.mean(h * h, -1, keepdims=True) + config.norm_eps)
+    )
     np.testing.assert_allclose(logits, y @ np.asarray(model.lm_head.kernel[...]), atol=1e-4)
     ref_logits, ref_hidden = _np_reference(config, model, tokens, mask)
-    np.testing.assert_allclose(_real(np.moveaxis(np.asarray(hidden), 0, 2), mask), _real(np.moveaxis(ref_hidden, 0, 2), mask), atol=1e-4)
+    np.testing.assert_allclose(
+        _real(np.moveaxis(np.asarray(hidden), 0, 2), mask),
+        _real(np.moveaxis(ref_hidden, 0, 2), mask),
+        atol=1e-4,
+    )
     graphdef, state = nnx.split(model)
     no_hidden = jax.jit(lambda s: nnx.merge(graphdef, s)(tokens, attention_mask=mask))(state)
     assert no_hidden.hidden_states is None
@@ -280,7 +326,9 @@ def test_hidden_states_shape_embeddings_and_final_head(models, batch):
 def test_default_hooks_are_bit_identical(models, batch, name):
     model, (tokens, mask) = models[name], batch
     a, _ = forward(model, tokens, mask)
-    b, _ = forward(model, tokens, mask, hooks=ModelHooks())  # activation name is taken from the config
+    b, _ = forward(
+        model, tokens, mask, hooks=ModelHooks()
+    )  # activation name is taken from the config
     np.testing.assert_array_equal(a, b)
 
 
@@ -320,7 +368,13 @@ def test_layer_dependent_hook_changes_only_later_layers(models, batch):
     np.testing.assert_array_equal(hidden[:2], plain_hidden[:2])  # embeddings and layer 0 untouched
     assert np.abs(_real(hidden[2], mask) - _real(plain_hidden[2], mask)).max() > 1e-2
     silu = lambda x: x / (1.0 + np.exp(-x))  # noqa: E731
-    ref, _ = _np_reference(model.config, model, tokens, mask, activation=lambda x, layer: _poly(x) if layer >= 1 else silu(x))
+    ref, _ = _np_reference(
+        model.config,
+        model,
+        tokens,
+        mask,
+        activation=lambda x, layer: _poly(x) if layer >= 1 else silu(x),
+    )
     np.testing.assert_allclose(_real(logits, mask), _real(ref, mask), atol=2e-4, rtol=1e-4)
 
 
@@ -335,17 +389,32 @@ def test_attn_context_hook_acts_on_the_o_proj_input(models, batch):
     model, (tokens, mask) = models["llama"], batch
     c = model.config
     logits, _ = forward(model, tokens, mask, hooks=HalveContext())
-    masked = model(tokens, attention_mask=mask, head_mask=jnp.full((c.num_layers, c.num_heads), 0.5)).logits
+    masked = model(
+        tokens, attention_mask=mask, head_mask=jnp.full((c.num_layers, c.num_heads), 0.5)
+    ).logits
     plain, _ = forward(model, tokens, mask)
     assert np.abs(_real(logits, mask) - _real(plain, mask)).max() > 1e-3
-    np.testing.assert_allclose(_real(logits, mask), _real(np.asarray(masked), mask), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        _real(logits, mask), _real(np.asarray(masked), mask), atol=1e-5, rtol=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------- dtypes
 def test_bfloat16_forward_is_close_to_float32(models, batch):
     model, (tokens, mask) = models["llama"], batch
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: CausalLM(model.config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)))
-    nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.to_pure_dict(nnx.state(model, nnx.Param))))
+    graphdef, state = nnx.split(
+        nnx.eval_shape(
+            lambda: CausalLM(
+                model.config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16
+            )
+        )
+    )
+    nnx.replace_by_pure_dict(
+        state,
+        jax.tree.map(
+            lambda x: x.astype(jnp.bfloat16), nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        ),
+    )
     bf16 = nnx.merge(graphdef, state)
     logits, hidden = forward(bf16, tokens, mask)
     ref, _ = forward(model, tokens, mask)
@@ -382,7 +451,9 @@ def _documented_paths() -> set[str]:
     "config, expected",
     [
         (
-            LMConfig.tiny(model_type="qwen3", qk_norm=True, qkv_bias=True, tie_word_embeddings=False),
+            LMConfig.tiny(
+                model_type="qwen3", qk_norm=True, qkv_bias=True, tie_word_embeddings=False
+            ),
             {
                 "embed/embedding": (256, 64),
                 "layers/attn_norm/scale": (2, 64),
@@ -407,7 +478,11 @@ def _documented_paths() -> set[str]:
             LMConfig.tiny("gpt_neox"),
             {
                 "embed/embedding": (256, 64),
-                **{f"layers/{n}/{k}": (2, 64) for n in ("attn_norm", "mlp_norm") for k in ("scale", "bias")},
+                **{
+                    f"layers/{n}/{k}": (2, 64)
+                    for n in ("attn_norm", "mlp_norm")
+                    for k in ("scale", "bias")
+                },
                 **{f"layers/attn/{p}_proj/kernel": (2, 64, 64) for p in "qkvo"},
                 **{f"layers/attn/{p}_proj/bias": (2, 64) for p in "qkvo"},
                 "layers/mlp/up_proj/kernel": (2, 64, 128),
@@ -452,7 +527,9 @@ def test_split_merge_forward_compiles_once(models, batch):
     tokens, _ = batch
     graphdef, state = nnx.split(models["llama"])
     first = logits_of(graphdef, state, tokens)
-    other_graphdef, other_state = nnx.split(_model(CONFIGS["llama"], seed=7))  # new weights, same shapes
+    other_graphdef, other_state = nnx.split(
+        _model(CONFIGS["llama"], seed=7)
+    )  # new weights, same shapes
     second = logits_of(other_graphdef, other_state, (tokens + 1) % 256)
     assert len(traces) == 1 and logits_of._cache_size() == 1
     assert np.abs(np.asarray(first) - np.asarray(second)).max() > 1e-3
@@ -466,7 +543,9 @@ def test_split_merge_forward_compiles_once(models, batch):
 @pytest.mark.usefixtures("own_error_messages")
 def test_bad_inputs_name_the_argument():
     config = LMConfig.tiny()
-    model = nnx.eval_shape(lambda: CausalLM(config, rngs=nnx.Rngs(0)))  # inputs are checked before any compute
+    model = nnx.eval_shape(
+        lambda: CausalLM(config, rngs=nnx.Rngs(0))
+    )  # inputs are checked before any compute
     tokens = jnp.zeros((2, 5), jnp.int32)
     with pytest.raises(TypeError, match="tokens.*integer"):
         model(tokens.astype(jnp.float32))
@@ -498,7 +577,10 @@ def test_cache_overflow_after_prefill_is_refused():
     with pytest.raises(ValueError, match=r"cache: 3 new tokens at slot 6 .* 8 slots"):
         model(jnp.zeros((1, 3), jnp.int32), cache=after_prefill)
     with pytest.raises(ValueError, match=r"cache: 2 new tokens at slot 7"):
-        model(jnp.zeros((1, 2), jnp.int32), cache=after_prefill._replace(index=jnp.asarray(7, jnp.int32)))
+        model(
+            jnp.zeros((1, 2), jnp.int32),
+            cache=after_prefill._replace(index=jnp.asarray(7, jnp.int32)),
+        )
 
 
 def test_last_logits_only_equals_the_last_row_of_the_full_logits():

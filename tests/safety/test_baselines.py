@@ -32,7 +32,9 @@ def test_pcgrad_full_matches_numpy_and_removes_the_conflict(seed):
     dot = flat_g @ flat_s
     coef = min(dot, 0.0) / (flat_s @ flat_s)
     for k in ("a", "b"):
-        np.testing.assert_allclose(out[k], np.asarray(g[k]) - coef * np.asarray(s[k]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            out[k], np.asarray(g[k]) - coef * np.asarray(s[k]), rtol=1e-5, atol=1e-5
+        )
     np.testing.assert_array_equal(out["skip"], g["skip"])  # excluded leaves pass through
     after = np.concatenate([np.ravel(out[k]) for k in ("a", "b")]) @ flat_s
     assert after >= -1e-4 * np.abs(flat_s).sum()
@@ -54,7 +56,9 @@ def test_random_subspace_ignores_the_safety_gradient_and_is_idempotent():
     state = tx.init(g)
     out1, state1 = tx.update(g, state, safety_grads=_tree(5, (("w", (8, 6)),)))
     out2, _ = tx.update(g, state, safety_grads=_tree(6, (("w", (8, 6)),)))
-    np.testing.assert_allclose(out1["w"], out2["w"], atol=1e-6)  # the given safety grads do not matter
+    np.testing.assert_allclose(
+        out1["w"], out2["w"], atol=1e-6
+    )  # the given safety grads do not matter
     assert np.abs(np.asarray(out1["w"]) - np.asarray(g["w"])).max() > 1e-3  # something conflicted
     again, _ = tx.update(out1, state1, safety_grads=g)
     np.testing.assert_allclose(again["w"], out1["w"], atol=1e-5)  # conflict removal is idempotent
@@ -83,19 +87,37 @@ def test_transforms_keep_nnx_param_wrappers():
 def test_safe_lora_projection_matches_numpy():
     rng = np.random.default_rng(3)
     base = {"layers": {"q_proj": {"kernel": rng.normal(size=(2, 6, 4)).astype(np.float32)}}}
-    aligned = {"layers": {"q_proj": {"kernel": base["layers"]["q_proj"]["kernel"] + rng.normal(size=(2, 6, 4)).astype(np.float32)}}}
-    finetuned = {"layers": {"q_proj": {"kernel": aligned["layers"]["q_proj"]["kernel"] + rng.normal(size=(2, 6, 4)).astype(np.float32)}}}
+    aligned = {
+        "layers": {
+            "q_proj": {
+                "kernel": base["layers"]["q_proj"]["kernel"]
+                + rng.normal(size=(2, 6, 4)).astype(np.float32)
+            }
+        }
+    }
+    finetuned = {
+        "layers": {
+            "q_proj": {
+                "kernel": aligned["layers"]["q_proj"]["kernel"]
+                + rng.normal(size=(2, 6, 4)).astype(np.float32)
+            }
+        }
+    }
     out, info = safe_lora_project(finetuned, aligned, base, threshold=1.0)
     w_f, w_a, w_b = (t["layers"]["q_proj"]["kernel"] for t in (finetuned, aligned, base))
     for layer in range(2):
         v = w_a[layer] - w_b[layer]
         c = v @ v.T / np.linalg.norm(v)
         expected = w_a[layer] + c @ (w_f[layer] - w_a[layer])
-        np.testing.assert_allclose(out["layers"]["q_proj"]["kernel"][layer], expected, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            out["layers"]["q_proj"]["kernel"][layer], expected, rtol=1e-4, atol=1e-4
+        )
     assert len(info["projected"]) == 2
     # C is positive semi-definite, so cos(C dW, dW) >= 0: threshold 0 projects nothing
     untouched, info0 = safe_lora_project(finetuned, aligned, base, threshold=0.0)
     np.testing.assert_allclose(untouched["layers"]["q_proj"]["kernel"], w_f, rtol=1e-6)
-    assert info0["projected"] == [] and all(c >= -1e-6 for c in info0["cosine"]["layers/q_proj/kernel"])
+    assert info0["projected"] == [] and all(
+        c >= -1e-6 for c in info0["cosine"]["layers/q_proj/kernel"]
+    )
     with pytest.raises(ValueError, match="threshold"):
         safe_lora_project(finetuned, aligned, base, threshold=1.5)

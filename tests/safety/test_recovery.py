@@ -45,17 +45,31 @@ def test_pool_selection_follows_the_rule(model):
     losses = []
     for i in range(4):
         logits = model(jnp.asarray(pool["tokens"][i : i + 1])).logits
-        losses.append(float(lm_loss(logits, jnp.asarray(pool["tokens"][i : i + 1]), jnp.asarray(pool["loss_mask"][i : i + 1]))[0]))
+        losses.append(
+            float(
+                lm_loss(
+                    logits,
+                    jnp.asarray(pool["tokens"][i : i + 1]),
+                    jnp.asarray(pool["loss_mask"][i : i + 1]),
+                )[0]
+            )
+        )
     high = recover(model, pool, steps=1, select="max_loss")
     low = recover(model, pool, steps=1, select="min_loss")
     first = recover(model, pool, steps=1, select="first")
-    assert high.chosen == int(np.argmax(losses)) and low.chosen == int(np.argmin(losses)) and first.chosen == 0
+    assert (
+        high.chosen == int(np.argmax(losses))
+        and low.chosen == int(np.argmin(losses))
+        and first.chosen == 0
+    )
     np.testing.assert_allclose(high.pool_losses, losses, rtol=1e-4)
 
 
 def test_bad_input(model):
     with pytest.raises(KeyError, match="loss_mask"):
-        recover(model, {"tokens": np.ones((1, 4), np.int32), "attention_mask": np.ones((1, 4), bool)})
+        recover(
+            model, {"tokens": np.ones((1, 4), np.int32), "attention_mask": np.ones((1, 4), bool)}
+        )
     with pytest.raises(ValueError, match="steps"):
         recover(model, _pool(1), steps=0)
     with pytest.raises(ValueError, match="select"):
