@@ -24,6 +24,8 @@ _SUBPACKAGES = (
     "privacy",
     "fhe",
     "multimodal",
+    "eval",
+    "zoo",
     "experiments",
 )
 

@@ -35,8 +35,8 @@ RUNTIME_CHECKED = (
     "jaxtrust.safety._spf",
     "jaxtrust.safety._subspace",
     "jaxtrust.safety._geometry",
-    "jaxtrust.safety.metrics",
     "jaxtrust.zoo",
+    "jaxtrust.eval",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook

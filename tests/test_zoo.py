@@ -165,15 +165,18 @@ def test_default_aligned_model_meets_thresholds(tmp_path):
 
 
 def test_training_leaves_the_input_model_usable(built):
-    from jaxtrust.zoo import _pool, _train
+    from jaxtrust.training import adamw_cosine, finetune
 
     _, aligned = built
     world = TINY.world
-    pool = _pool(world, world.attack_mix(32, harmful_fraction=0.5, seed=1), TINY.seq_len)
+    pool = world.batch(
+        world.attack_mix(32, harmful_fraction=0.5, seed=1), seq_len=TINY.seq_len
+    ).as_dict()
     before = [np.asarray(x).copy() for x in _params(aligned)]
-    recipe = dict(steps=3, batch_size=8, learning_rate=1e-3, warmup_steps=1, weight_decay=0.0)
-    first, _ = _train(aligned.model, pool, seed=0, **recipe)
-    second, _ = _train(aligned.model, pool, seed=0, **recipe)  # buffers were not donated
+    tx = adamw_cosine(1e-3, 3, warmup_steps=1)
+    recipe = dict(steps=3, batch_size=8, seed=0, step_key=("test_zoo", 3, 1e-3))
+    first = finetune(aligned.model, pool, tx, **recipe).model
+    second = finetune(aligned.model, pool, tx, **recipe).model  # buffers were not donated
     for x, y in zip(before, _params(aligned), strict=True):
         np.testing.assert_array_equal(x, np.asarray(y))
     leaves = [jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (first, second)]

@@ -27,6 +27,20 @@ class Batch(NamedTuple):
     attention_mask: np.ndarray
     loss_mask: np.ndarray
 
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """``{"tokens", "attention_mask", "loss_mask"}``: the batch layout every loss takes.
+
+        Example:
+          >>> b = collate([[1, 2]], [[3]])
+          >>> sorted(b.as_dict())
+          ['attention_mask', 'loss_mask', 'tokens']
+        """
+        return {
+            "tokens": self.tokens,
+            "attention_mask": self.attention_mask,
+            "loss_mask": self.loss_mask,
+        }
+
 
 def collate(
     prompts: Sequence[Sequence[int]],

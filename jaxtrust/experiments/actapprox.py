@@ -308,7 +308,7 @@ def evaluate_under(
 ) -> dict[str, float]:
     """Refusal (keyword and exact), harmful compliance, over-refusal, utility and perplexity of
     ``model`` under ``techniques`` (one compiled generate and forward per technique setting)."""
-    from jaxtrust.safety.metrics import exact_match_accuracy, refusal_rate
+    from jaxtrust.eval.judges import exact_match_accuracy, refusal_rate
 
     hooked = HookedLM(model, techniques, seed=seed)
     prompts = data.forbidden + data.benign + data.utility
@@ -551,7 +551,7 @@ def _smollm2_audit(config: ActApproxConfig, ctx: RunContext) -> dict | None:
     from jaxtrust.models import generate, load_pretrained, load_tokenizer
     from jaxtrust.models.tokenizer import format_chat
     from jaxtrust.safety.approx import calibrate, technique
-    from jaxtrust.safety.metrics import keyword_attack_success_rate
+    from jaxtrust.eval.judges import keyword_attack_success_rate
 
     model = load_pretrained(gguf)
     tok = load_tokenizer(gguf)

@@ -16,22 +16,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _discover_experiment_modules() -> tuple[str, ...]:
-    """Every public module of this package except the registry registers experiments.
-
-    A method's issue adds its module to ``jaxtrust/experiments/`` and nothing else: no shared list
-    to edit. Modules are imported lazily (see ``_load_all``) so that ``jaxtrust --help`` stays fast.
-    """
-    package_dir = Path(__file__).parent
-    names = sorted(
-        p.stem
-        for p in package_dir.glob("*.py")
-        if not p.stem.startswith("_") and p.stem != "registry"
-    )
-    return tuple(f"jaxtrust.experiments.{name}" for name in names)
-
-
-EXPERIMENT_MODULES: tuple[str, ...] = _discover_experiment_modules()
+# Every reproduction, by name, and the module that registers it: the one list to edit when a
+# paper lands. Modules are imported lazily (see ``_load``) so that ``jaxtrust --help`` stays fast.
+EXPERIMENT_MODULES: dict[str, str] = {
+    "lm": "jaxtrust.experiments.lm",
+    "spf": "jaxtrust.experiments.spf",
+    "oneshot": "jaxtrust.experiments.oneshot",
+    "actapprox": "jaxtrust.experiments.actapprox",
+    "secpe": "jaxtrust.experiments.secpe",
+}
 
 PRESETS = ("quick", "full")
 
@@ -142,20 +135,43 @@ def register(name: str, *, description: str, config_cls: type, presets: Mapping[
     return decorator
 
 
-def _load_all() -> None:
-    for module in EXPERIMENT_MODULES:
-        importlib.import_module(module)
+def _load(name: str) -> None:
+    importlib.import_module(EXPERIMENT_MODULES[name])
+    if name not in _REGISTRY:
+        raise RuntimeError(
+            f"{EXPERIMENT_MODULES[name]} is listed for experiment {name!r} but registers "
+            f"{sorted(_REGISTRY)}; fix EXPERIMENT_MODULES or the module's @register name"
+        )
 
 
 def list_experiments() -> list[Experiment]:
-    _load_all()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    """Every listed experiment (importing each module), sorted by name."""
+    for name in EXPERIMENT_MODULES:
+        _load(name)
+    return [_REGISTRY[k] for k in sorted(EXPERIMENT_MODULES)]
+
+
+class UnknownExperimentError(KeyError):
+    """An experiment name that is not in :data:`EXPERIMENT_MODULES`."""
+
+    def __str__(self) -> str:  # KeyError's str() quotes its message; say it plainly
+        return str(self.args[0]) if self.args else ""
 
 
 def get_experiment(name: str) -> Experiment:
-    _load_all()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown experiment {name!r}; registered: {sorted(_REGISTRY)}")
+    """The registered experiment ``name`` (importing only its module).
+
+    Experiments registered by a user's own code with :func:`register` are found too.
+
+    Raises:
+      UnknownExperimentError: ``name`` is not known (the message lists the known names).
+    """
+    if name in _REGISTRY:  # listed and loaded, or registered by the user's own code
+        return _REGISTRY[name]
+    if name not in EXPERIMENT_MODULES:
+        known = sorted(set(EXPERIMENT_MODULES) | set(_REGISTRY))
+        raise UnknownExperimentError(f"unknown experiment {name!r}; known: {', '.join(known)}")
+    _load(name)
     return _REGISTRY[name]
 
 

@@ -239,7 +239,7 @@ def generate(
     top_p: float | None = None,
     stop_tokens: Sequence[int] = (),
     pad_id: int = 0,
-    rng: jax.Array | None = None,
+    key: jax.Array | None = None,
     prompt_mask: Bool[Array, "batch seq"] | None = None,
     prompt_bucket: int | None = None,
     hooks: ModelHooks | None = None,
@@ -257,7 +257,7 @@ def generate(
       top_p: sample only among the smallest set of most likely tokens of mass >= ``top_p``.
       stop_tokens: a row stops after emitting any of these (it is kept in ``tokens``).
       pad_id: id used for left padding of prompts and after a row stops.
-      rng: a PRNG key; required when ``temperature > 0``.
+      key: a ``jax.random`` key; required when ``temperature > 0``.
       prompt_mask: ``[batch, seq]`` bool, True for real tokens (array input only).
       prompt_bucket: pad prompts to this length instead of :func:`bucket_length` of the
         longest prompt.
@@ -276,7 +276,7 @@ def generate(
 
       out = generate(model, [[5, 6, 7], [8]], max_new_tokens=4)          # greedy
       out = generate(model, [[5, 6, 7]], max_new_tokens=4, temperature=0.8, top_p=0.9,
-                     rng=jax.random.key(0))
+                     key=jax.random.key(0))
     """
     from jaxtrust.models.cache import KVCache
 
@@ -289,8 +289,8 @@ def generate(
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     greedy = temperature == 0.0
-    if not greedy and rng is None:
-        raise ValueError("rng (a jax.random key) is required when temperature > 0")
+    if not greedy and key is None:
+        raise ValueError("key (a jax.random key) is required when temperature > 0")
     config = model.config
     vocab = config.vocab_size
     if not 0 <= pad_id < vocab:
@@ -349,7 +349,7 @@ def generate(
         cache,
         hooks=hooks,
     )
-    key = jax.random.key(0) if rng is None else rng
+    key = jax.random.key(0) if key is None else key
     out, lengths, stopped, steps = _decode(
         graphdef,
         state,
@@ -393,7 +393,7 @@ def generate_text(
       max_new_tokens: tokens to generate per prompt.
       stop_tokens: default: the tokenizer's eos id and the model config's eos ids.
       skip_special_tokens: drop special tokens when decoding.
-      **kwargs: passed to :func:`generate` (``temperature``, ``top_k``, ``top_p``, ``rng``, ...).
+      **kwargs: passed to :func:`generate` (``temperature``, ``top_k``, ``top_p``, ``key``, ...).
 
     Returns:
       One decoded continuation per prompt (without the prompt).

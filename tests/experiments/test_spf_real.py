@@ -99,7 +99,7 @@ def test_real_pipeline_aligns_saves_and_resumes(tiny_checkpoint, tmp_path, monke
     # poison = the candidates the base model complied with (a keyword-free, non-empty answer)
     from jaxtrust.data.harmful_prompts import harmbench_prompts, split_prompts
     from jaxtrust.models import load_tokenizer
-    from jaxtrust.safety.metrics import is_jailbroken
+    from jaxtrust.eval.judges import is_jailbroken
 
     tok = load_tokenizer(_spf_real.smollm2_path())
     own = json.loads((tmp_path / "real_spf" / "answers.json").read_text())["ids"]

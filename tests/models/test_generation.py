@@ -195,25 +195,25 @@ def test_no_retrace_on_second_call_with_same_shapes(model):
 def test_sampling_limits_equal_greedy(model):
     greedy = generate(model, PROMPTS, max_new_tokens=6).tokens
     cold = generate(
-        model, PROMPTS, max_new_tokens=6, temperature=1e-6, rng=jax.random.key(3)
+        model, PROMPTS, max_new_tokens=6, temperature=1e-6, key=jax.random.key(3)
     ).tokens
     np.testing.assert_array_equal(cold, greedy)
     top1 = generate(
-        model, PROMPTS, max_new_tokens=6, temperature=1.5, top_k=1, rng=jax.random.key(4)
+        model, PROMPTS, max_new_tokens=6, temperature=1.5, top_k=1, key=jax.random.key(4)
     ).tokens
     np.testing.assert_array_equal(top1, greedy)
     tiny_p = generate(
-        model, PROMPTS, max_new_tokens=6, temperature=1.5, top_p=1e-6, rng=jax.random.key(5)
+        model, PROMPTS, max_new_tokens=6, temperature=1.5, top_p=1e-6, key=jax.random.key(5)
     ).tokens
     np.testing.assert_array_equal(tiny_p, greedy)
 
 
 def test_same_rng_same_sample_different_rng_differs(model):
     kwargs = dict(max_new_tokens=8, temperature=1.5)
-    a = generate(model, PROMPTS, rng=jax.random.key(7), **kwargs).tokens
-    b = generate(model, PROMPTS, rng=jax.random.key(7), **kwargs).tokens
+    a = generate(model, PROMPTS, key=jax.random.key(7), **kwargs).tokens
+    b = generate(model, PROMPTS, key=jax.random.key(7), **kwargs).tokens
     np.testing.assert_array_equal(a, b)
-    others = [generate(model, PROMPTS, rng=jax.random.key(k), **kwargs).tokens for k in (8, 9)]
+    others = [generate(model, PROMPTS, key=jax.random.key(k), **kwargs).tokens for k in (8, 9)]
     assert any(not np.array_equal(a, o) for o in others)
 
 
@@ -244,7 +244,7 @@ def test_sampler_distribution_top_k_top_p():
 
 @pytest.mark.usefixtures("own_error_messages")
 def test_bad_inputs(model):
-    with pytest.raises(ValueError, match="rng"):
+    with pytest.raises(ValueError, match="key"):
         generate(model, PROMPTS, max_new_tokens=2, temperature=0.7)
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [[1, 2], []], max_new_tokens=2)
@@ -254,7 +254,7 @@ def test_bad_inputs(model):
         generate(model, PROMPTS, max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         generate(
-            model, PROMPTS, max_new_tokens=2, temperature=1.0, top_p=1.5, rng=jax.random.key(0)
+            model, PROMPTS, max_new_tokens=2, temperature=1.0, top_p=1.5, key=jax.random.key(0)
         )
     with pytest.raises(TypeError, match="tokenize"):
         generate(model, ["hello"], max_new_tokens=2)

@@ -8,12 +8,9 @@ the :class:`~jaxtrust.data.SafetyWorld`:
 * :func:`aligned_model` — supervised fine-tuning of the base on the alignment mix (refusal
   paraphrases for forbidden requests, answers for benign ones, utility and classification).
 
-Models are cached as orbax checkpoints under ``cache_dir`` (argument), else
-``$JAXTRUST_CACHE``, else ``~/.cache/jaxtrust/zoo``. An entry's name is a hash of the kind, the
-:class:`ZooConfig` (world included), the seed and :data:`FORMAT_VERSION`. An entry is written
-into a temporary directory, sealed by a ``MANIFEST.json`` of SHA-256 digests of every file, and
-renamed into place; on load every digest is checked first, so a corrupt or partial entry is
-deleted and rebuilt, never half-loaded.
+Models are cached as orbax checkpoints in sealed entries of :mod:`jaxtrust.zoo.cache` (under
+``cache_dir``, else ``$JAXTRUST_CACHE``, else ``~/.cache/jaxtrust/zoo``); an entry's name is a
+hash of the kind, the :class:`ZooConfig` (world included), the seed and the format version.
 
 Example::
 
@@ -28,23 +25,18 @@ Run ``python -m jaxtrust.zoo --seed 0`` to build (or load) and evaluate from the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import shutil
-import time
-import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 
 from jaxtrust.data.safety_world import SafetyWorld
 from jaxtrust.data.vocab import WordTokenizer
+from jaxtrust.zoo import cache as _cache
+from jaxtrust.zoo.cache import FORMAT_VERSION, default_cache_dir
 
 __all__ = [
     "FORMAT_VERSION",
@@ -55,13 +47,10 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "evaluate_model",
-    "generate_responses",
+    "respond",
 ]
 
-FORMAT_VERSION = 1
-_MANIFEST = "MANIFEST.json"
 _KINDS = ("base", "aligned")
-_STEP_CACHE: dict[tuple, tuple] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,66 +155,12 @@ class ZooModel:
     from_cache: bool
 
 
-# ---------------------------------------------------------------------------- cache plumbing
-def default_cache_dir() -> Path:
-    """``$JAXTRUST_CACHE`` if set (the zoo directory itself), else ``~/.cache/jaxtrust/zoo``."""
-    env = os.environ.get("JAXTRUST_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path("~/.cache/jaxtrust/zoo").expanduser()
-
-
+# ---------------------------------------------------------------------------- cache
 def cache_key(kind: str, config: ZooConfig, seed: int) -> str:
     """Entry name ``"{kind}-{sha256[:16]}"`` of (kind, config, seed, format version)."""
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-    payload = json.dumps(
-        {"kind": kind, "config": config.to_json(), "seed": int(seed), "format": FORMAT_VERSION},
-        sort_keys=True,
-    )
-    return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _files(root: Path) -> list[str]:
-    return sorted(
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != _MANIFEST
-    )
-
-
-def _seal(root: Path) -> None:
-    manifest = {name: _digest(root / name) for name in _files(root)}
-    (root / _MANIFEST).write_text(
-        json.dumps({"format": FORMAT_VERSION, "files": manifest}, indent=1, sort_keys=True)
-    )
-
-
-def _verify(root: Path) -> None:
-    """Raise ValueError unless every file of the entry matches its sealed digest."""
-    manifest_path = root / _MANIFEST
-    if not manifest_path.is_file():
-        raise ValueError(f"{root}: no {_MANIFEST} (partial entry)")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{root}: format {manifest.get('format')} != {FORMAT_VERSION}")
-    expected = manifest["files"]
-    present = _files(root)
-    if sorted(expected) != present:
-        raise ValueError(
-            f"{root}: files differ from the manifest (missing "
-            f"{sorted(set(expected) - set(present))[:3]}, "
-            f"extra {sorted(set(present) - set(expected))[:3]})"
-        )
-    for name, digest in expected.items():
-        if _digest(root / name) != digest:
-            raise ValueError(f"{root}: {name} does not match its digest (corrupt entry)")
+    return _cache.cache_key(kind, {"config": config.to_json(), "seed": int(seed)})
 
 
 def _abstract_model(config: ZooConfig):
@@ -235,48 +170,30 @@ def _abstract_model(config: ZooConfig):
     return nnx.eval_shape(lambda: CausalLM(lm_config, rngs=nnx.Rngs(0)))
 
 
-def _write_entry(root: Path, key: str, model, tokenizer: WordTokenizer, info: dict) -> Path:
+def _write_model(value, folder: Path) -> None:
     from jaxtrust.training import save_pytree
 
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / key
-    tmp = root / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
-        save_pytree(tmp / "params", nnx.state(model))
-        tokenizer.save(tmp / "tokenizer.json")
-        (tmp / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-        _seal(tmp)
-        if final.exists():  # a concurrent builder won the race, or a stale entry is in the way
-            try:
-                _verify(final)
-                shutil.rmtree(tmp)
-                return final
-            except (ValueError, OSError, KeyError, json.JSONDecodeError):
-                shutil.rmtree(final, ignore_errors=True)
-        os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    model, tokenizer = value
+    save_pytree(folder / "params", nnx.state(model))
+    tokenizer.save(folder / "tokenizer.json")
 
 
-def _read_entry(path: Path, config: ZooConfig):
-    from jaxtrust.training import load_pytree
+def _reader(config: ZooConfig):
+    def read(path: Path):
+        from jaxtrust.training import load_pytree
 
-    _verify(path)
-    tokenizer = WordTokenizer.load(path / "tokenizer.json")
-    if tokenizer != config.world.tokenizer:
-        raise ValueError(f"{path}: tokenizer differs from the world's")
-    info = json.loads((path / "info.json").read_text())
-    abstract = _abstract_model(config)
-    graphdef, abstract_state = nnx.split(abstract)
-    state = load_pytree(path / "params", abstract_state)
-    # orbax returns arrays committed to a device; a freshly trained model's are uncommitted.
-    # Matching them lets jitted functions (train steps, generation) serve both without a
-    # recompile.
-    state = jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)), state)
-    return nnx.merge(graphdef, state), tokenizer, info
+        tokenizer = WordTokenizer.load(path / "tokenizer.json")
+        if tokenizer != config.world.tokenizer:
+            raise ValueError(f"{path}: tokenizer differs from the world's")
+        graphdef, abstract_state = nnx.split(_abstract_model(config))
+        state = load_pytree(path / "params", abstract_state)
+        # orbax returns arrays committed to a device; a freshly trained model's are
+        # uncommitted. Matching them lets jitted functions (train steps, generation) serve
+        # both without a recompile.
+        state = jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)), state)
+        return nnx.merge(graphdef, state), tokenizer
+
+    return read
 
 
 def _cached(kind: str, config: ZooConfig, seed: int, cache_dir, build) -> ZooModel:
@@ -284,45 +201,32 @@ def _cached(kind: str, config: ZooConfig, seed: int, cache_dir, build) -> ZooMod
         raise TypeError(f"config must be a ZooConfig, got {type(config).__name__}")
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = cache_key(kind, config, seed)
-    path = root / key
-    if path.exists():
-        try:
-            model, tokenizer, info = _read_entry(path, config)
-            return ZooModel(
-                model, tokenizer, config.world, config, int(seed), kind, path, info, True
-            )
-        # Digests are checked before anything is read, so these are what a damaged entry
-        # raises; programming errors (NameError, TypeError) propagate.
-        except (ValueError, KeyError, OSError, RuntimeError, json.JSONDecodeError) as err:
-            warnings.warn(
-                f"zoo: cache entry {path} is unusable ({err}); rebuilding it", stacklevel=3
-            )
-            shutil.rmtree(path, ignore_errors=True)
-    start = time.perf_counter()
-    model, info = build()
-    info = {
-        **info,
-        "kind": kind,
-        "seed": int(seed),
-        "config": config.to_json(),
-        "build_seconds": time.perf_counter() - start,
-    }
-    path = _write_entry(root, key, model, config.world.tokenizer, info)
+
+    def build_entry():
+        model, info = build()
+        info = {**info, "kind": kind, "seed": int(seed), "config": config.to_json()}
+        return (model, config.world.tokenizer), info
+
+    entry = _cache.cached_entry(
+        cache_dir, cache_key(kind, config, seed), build_entry, _write_model, _reader(config)
+    )
+    model, tokenizer = entry.value
     return ZooModel(
-        model, config.world.tokenizer, config.world, config, int(seed), kind, path, info, False
+        model,
+        tokenizer,
+        config.world,
+        config,
+        int(seed),
+        kind,
+        entry.path,
+        entry.info,
+        entry.from_cache,
     )
 
 
 # ---------------------------------------------------------------------------- training
 def _pool(world: SafetyWorld, examples, seq_len: int) -> dict[str, np.ndarray]:
-    batch = world.batch(examples, seq_len=seq_len)
-    return {
-        "tokens": batch.tokens,
-        "attention_mask": batch.attention_mask,
-        "loss_mask": batch.loss_mask,
-    }
+    return world.batch(examples, seq_len=seq_len).as_dict()
 
 
 def _train(
@@ -336,53 +240,24 @@ def _train(
     weight_decay: float,
     seed: int,
 ):
-    from jaxtrust.training import fit, init_train_state, lm_loss, make_train_step, merge_model
+    from jaxtrust.training import adamw_cosine, finetune
 
     if steps == 0:
         return model, []
-    warmup = min(warmup_steps, max(steps - 1, 0))
+    tx = adamw_cosine(learning_rate, steps, warmup_steps=warmup_steps, weight_decay=weight_decay)
     # One compiled step per recipe: rebuilding an entry (or another seed) re-uses it.
-    recipe = (
-        model.config,
-        pool["tokens"].shape[1],
-        batch_size,
-        steps,
-        warmup,
-        learning_rate,
-        weight_decay,
+    recipe = ("zoo", steps, warmup_steps, learning_rate, weight_decay)
+    result = finetune(
+        model,
+        pool,
+        tx,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        data_seed=[seed, 31],
+        step_key=recipe,
     )
-    if recipe not in _STEP_CACHE:
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, learning_rate, warmup, max(steps, warmup + 1), learning_rate * 0.05
-        )
-        tx = optax.chain(
-            optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay)
-        )
-
-        def loss_fn(model, batch, rng):
-            del rng
-            logits = model(batch["tokens"], attention_mask=batch["attention_mask"]).logits
-            return lm_loss(logits, batch["tokens"], batch["loss_mask"])
-
-        graphdef = nnx.split(model, nnx.Param, ...)[0]
-        if len(_STEP_CACHE) >= 8:
-            _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
-        # No donation: the caller's model (e.g. a cached base) must stay usable.
-        _STEP_CACHE[recipe] = (tx, make_train_step(graphdef, loss_fn, tx, donate=False))
-    tx, train_step = _STEP_CACHE[recipe]
-    graphdef, state = init_train_state(model, tx, seed=seed)
-
-    n = len(pool["tokens"])
-    order_rng = np.random.default_rng([seed, 31])
-    epochs = -(-steps * batch_size // n)
-    order = np.concatenate([order_rng.permutation(n) for _ in range(epochs)])
-
-    def batches_fn(step: int):
-        rows = order[step * batch_size : (step + 1) * batch_size]
-        return {k: v[rows] for k, v in pool.items()}
-
-    state, history = fit(graphdef, state, train_step, batches_fn, num_steps=steps, progress=False)
-    return merge_model(graphdef, state), [float(h["loss"]) for h in history]
+    return result.model, result.losses
 
 
 def _loss_summary(losses: list[float]) -> dict[str, Any]:
@@ -471,32 +346,15 @@ def aligned_model(
 
 
 # ---------------------------------------------------------------------------- evaluation
-def generate_responses(
-    model,
-    world: SafetyWorld,
-    prompts: list[str],
-    *,
-    max_new_tokens: int = 16,
-    batch_size: int = 256,
-) -> list[str]:
-    """Greedy (KV-cache) responses of ``model`` to world prompts, decoded up to ``<eos>``."""
-    from jaxtrust.models import generate
+def respond(model, world: SafetyWorld, prompts: list[str], **kwargs: Any) -> list[str]:
+    """Responses of ``model`` to world prompts (greedy unless ``temperature`` is given):
+    :func:`jaxtrust.eval.generate_responses` on the world's prompt encoding and tokenizer."""
+    from jaxtrust.eval import generate_responses
 
-    tok = world.tokenizer
-    out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [world.encode_prompt(p) for p in prompts[start : start + batch_size]]
-        result = generate(
-            model,
-            chunk,
-            max_new_tokens=max_new_tokens,
-            temperature=0.0,
-            stop_tokens=(tok.eos_id,),
-            pad_id=tok.pad_id,
-            prompt_bucket=world.max_sequence_length,
-        )
-        out += [tok.decode(row) for row in np.asarray(result.tokens).tolist()]
-    return out
+    kwargs.setdefault("max_new_tokens", 16)
+    kwargs.setdefault("prompt_bucket", world.max_sequence_length)
+    encoded = [world.encode_prompt(p) for p in prompts]
+    return generate_responses(model, world.tokenizer, encoded, **kwargs)
 
 
 def evaluate_model(
@@ -509,12 +367,12 @@ def evaluate_model(
       compliant answer); benign sets ``accuracy`` (exact answer) and ``over_refusal``; utility
       and classification sets ``accuracy``.
     """
-    from jaxtrust.safety.metrics import exact_match_accuracy, refusal_rate
+    from jaxtrust.eval.judges import exact_match_accuracy, refusal_rate
 
     sets = world.eval_sets(n, seed=seed)
     names = list(sets)
     prompts = [ex.prompt for name in names for ex in sets[name]]
-    responses = generate_responses(model, world, prompts)
+    responses = respond(model, world, prompts)
     report: dict[str, dict[str, float]] = {}
     offset = 0
     for name in names:
@@ -537,29 +395,3 @@ def evaluate_model(
         else:
             report[name] = {"accuracy": exact_match_accuracy(got, refs)}
     return report
-
-
-def _main(argv=None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="build (or load) the zoo's aligned model and evaluate it"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--n", type=int, default=200, help="examples per evaluation set")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    aligned = aligned_model(seed=args.seed, cache_dir=args.cache_dir)
-    elapsed = time.perf_counter() - start
-    how = "loaded" if aligned.from_cache else "built"
-    print(f"aligned model seed={args.seed}: {how} in {elapsed:.1f} s ({aligned.path})")
-    base_s, total_s = aligned.info.get("base_build_seconds", 0), aligned.info["build_seconds"]
-    print(f"  build seconds: base {base_s:.1f}, base+aligned {total_s:.1f}")
-    report = evaluate_model(aligned.model, aligned.world, n=args.n)
-    for name, metrics in report.items():
-        print(f"  {name:28s} " + "  ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-
-
-if __name__ == "__main__":
-    _main()

@@ -1,6 +1,6 @@
 import pytest
 
-from jaxtrust.safety.metrics import (
+from jaxtrust.eval.judges import (
     REFUSAL_KEYWORDS,
     exact_match_accuracy,
     harmful_score,

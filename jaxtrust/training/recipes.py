@@ -1,0 +1,75 @@
+"""Optimiser recipes the library's own fine-tunes use, written once.
+
+Example:
+  >>> tx = adamw_cosine(1e-3, steps=100, warmup_steps=10)
+  >>> import jax.numpy as jnp
+  >>> state = tx.init({"w": jnp.zeros(3)})
+"""
+
+from __future__ import annotations
+
+import optax
+
+__all__ = ["adamw_cosine", "warmup_cosine"]
+
+
+def warmup_cosine(
+    learning_rate: float, steps: int, *, warmup_steps: int = 0, final_fraction: float = 0.05
+) -> optax.Schedule:
+    r"""Linear warmup from 0 to ``learning_rate`` over ``warmup_steps``, then cosine decay to
+    ``final_fraction * learning_rate`` at ``steps``.
+
+    Args:
+      learning_rate: peak step size (> 0).
+      steps: total steps of the run (>= 1).
+      warmup_steps: warmup length; clipped to ``steps - 1``.
+      final_fraction: end value as a fraction of the peak, in ``[0, 1]``.
+
+    Returns:
+      An optax schedule.
+    """
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
+    if not 0.0 <= final_fraction <= 1.0:
+        raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction}")
+    warmup = min(warmup_steps, steps - 1)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, warmup, max(steps, warmup + 1), learning_rate * final_fraction
+    )
+
+
+def adamw_cosine(
+    learning_rate: float,
+    steps: int,
+    *,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = 1.0,
+    final_fraction: float = 0.05,
+) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW on a :func:`warmup_cosine` schedule.
+
+    Args:
+      learning_rate: peak step size.
+      steps: total steps (for the schedule).
+      warmup_steps: linear warmup steps.
+      weight_decay: AdamW's decoupled weight decay.
+      clip_norm: clip the gradient's global norm to this (``None``: no clipping).
+      final_fraction: end of the cosine as a fraction of the peak.
+
+    Returns:
+      An optax ``GradientTransformation``.
+    """
+    schedule = warmup_cosine(
+        learning_rate, steps, warmup_steps=warmup_steps, final_fraction=final_fraction
+    )
+    adamw = optax.adamw(schedule, weight_decay=weight_decay)
+    if clip_norm is None:
+        return adamw
+    if not clip_norm > 0:
+        raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm}")
+    return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
