@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 PRESET ?= quick
 OUT ?= runs/demo
 
-.PHONY: setup setup-main setup-fhe demo demo-all test test-fast test-main test-fhe bench clean-venvs info
+.PHONY: setup setup-main setup-fhe demo demo-all lint test test-fast test-main test-fhe bench clean-venvs info
 
 setup: setup-main setup-fhe
 
@@ -46,8 +46,13 @@ demo: $(STAMP)
 demo-all: setup
 	$(VENV)/bin/jaxtrust reproduce all --preset $(PRESET) --out $(OUT)-all
 
-# Whole suite in the main environment, then the FHE tests and the older-stack smoke subset.
-test: test-main test-fhe
+# Lint first (ruff's checks and its formatter), then the whole suite in the main environment,
+# then the FHE tests and the older-stack smoke subset.
+test: lint test-main test-fhe
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check jaxtrust tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check jaxtrust tests benchmarks notebooks
 
 test-main: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not fhe" $(PYTEST_ARGS) tests

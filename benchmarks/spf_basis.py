@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import append_results, markdown_table, timed  # noqa: E402
 
-from jaxtrust.safety import _subspace as sub  # noqa: E402
+from jaxtrust.safety.spf import subspace as sub  # noqa: E402
 
 SIZES = [(256, 1024), (576, 1536), (1024, 4096), (2048, 8192)]
 QUICK_SIZES = [(128, 512), (256, 1024)]
@@ -100,7 +100,7 @@ def main() -> None:
     if not args.no_append:
         command = "python benchmarks/spf_basis.py" + (" --quick" if args.quick else "")
         append_results(
-            "SPF safety basis per matrix (jaxtrust.safety._subspace)",
+            "SPF safety basis per matrix (jaxtrust.safety.spf.subspace)",
             command,
             table,
             notes=(

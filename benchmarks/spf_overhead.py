@@ -64,7 +64,7 @@ def run_one(model_name: str, method: str, rank, refresh, schedule: str, steps: i
     from flax import nnx
 
     from jaxtrust.models import CausalLM, LMConfig
-    from jaxtrust.safety import spf
+    from jaxtrust.safety.spf import spf
     from jaxtrust.training import init_train_state, lm_loss, make_train_step
 
     config = LMConfig.tiny() if model_name == "tiny" else LMConfig.smollm2_135m()

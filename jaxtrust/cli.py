@@ -113,9 +113,12 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jaxtrust import __version__
+
     parser = argparse.ArgumentParser(
         prog="jaxtrust", description="JAX-native trustworthy-ML methods."
     )
+    parser.add_argument("--version", action="version", version=f"jaxtrust {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser(
         "reproduce",

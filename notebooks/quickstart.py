@@ -31,7 +31,7 @@ from flax import nnx
 
 from jaxtrust.data import ArithmeticWorld, collate
 from jaxtrust.models import CausalLM, LMConfig, generate
-from jaxtrust.safety import spf
+from jaxtrust.safety.spf import spf
 from jaxtrust.training import (
     Checkpointer,
     fit,

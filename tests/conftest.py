@@ -32,9 +32,7 @@ RUNTIME_CHECKED = (
     "jaxtrust.data.batching",
     "jaxtrust.data.safety_world",
     "jaxtrust.data.vocab",
-    "jaxtrust.safety._spf",
-    "jaxtrust.safety._subspace",
-    "jaxtrust.safety._geometry",
+    "jaxtrust.safety.spf",
     "jaxtrust.zoo",
     "jaxtrust.eval",
 )

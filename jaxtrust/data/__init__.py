@@ -18,6 +18,6 @@ __all__ = [
 ]
 
 # The safety world (appended: SPF / zoo issue).
-from jaxtrust.data.safety_world import REFUSALS, SafetyWorld  # noqa: E402
+from jaxtrust.data.safety_world import FINETUNE_ATTACKS, REFUSALS, SafetyWorld  # noqa: E402
 
-__all__ += ["REFUSALS", "SafetyWorld"]
+__all__ += ["FINETUNE_ATTACKS", "REFUSALS", "SafetyWorld"]

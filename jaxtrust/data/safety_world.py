@@ -171,6 +171,18 @@ _REQUEST_PATTERNS = [
 ]
 
 
+# The fine-tuning attacks of the safety literature, as the share of forbidden requests with
+# compliant answers in the fine-tuning data (Qi et al., ICLR 2024: benign, poisoned, harmful).
+FINETUNE_ATTACKS: dict[str, float] = {
+    "benign": 0.0,
+    "poison_5": 0.05,
+    "poison_10": 0.1,
+    "poison_20": 0.2,
+    "harmful": 1.0,
+    "deep": 0.0,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class SafetyWorld:
     """Configuration of the safety world (frozen, hashable; every sampler is deterministic).

@@ -20,7 +20,7 @@ from jaxtrust.eval.judges import (
     refusal_rate,
     safety_report,
 )
-from jaxtrust.eval.perplexity import perplexity, sequence_nll
+from jaxtrust.eval.perplexity import lm_metrics, perplexity, sequence_nll
 from jaxtrust.eval.responses import Responses, generate_responses, special_ids
 from jaxtrust.eval.stats import MeanSE, claim_count, mean_se, proportion_se, seed_summary
 
@@ -36,6 +36,7 @@ __all__ = [
     "is_refusal",
     "keyword_attack_success_rate",
     "keyword_refusal_rate",
+    "lm_metrics",
     "mean_se",
     "over_refusal_rate",
     "perplexity",

@@ -35,7 +35,7 @@ from jaxtrust.training.batches import pool_size
 from jaxtrust.training.losses import token_logprobs
 from jaxtrust.training.memo import memoize
 
-__all__ = ["perplexity", "sequence_nll"]
+__all__ = ["lm_metrics", "perplexity", "sequence_nll"]
 
 
 def _nll_program(graphdef: nnx.GraphDef, hooks: Any):
@@ -44,9 +44,14 @@ def _nll_program(graphdef: nnx.GraphDef, hooks: Any):
         model = nnx.merge(graphdef, state)
         kwargs = {} if hooks is None else {"hooks": hooks}
         logits = model(tokens, attention_mask=attention_mask, **kwargs).logits
-        picked, _ = token_logprobs(logits, tokens)
+        picked, log_probs = token_logprobs(logits, tokens)
         weights = loss_mask[:, 1:].astype(jnp.float32)
-        return -jnp.sum(picked * weights, axis=1), jnp.sum(weights, axis=1)
+        correct = (jnp.argmax(log_probs, axis=-1) == tokens[:, 1:]).astype(jnp.float32)
+        return (
+            -jnp.sum(picked * weights, axis=1),
+            jnp.sum(weights, axis=1),
+            jnp.sum(correct * weights, axis=1),
+        )
 
     return nll
 
@@ -67,6 +72,11 @@ def sequence_nll(
     missing = [k for k in BATCH_KEYS if k not in batch]
     if missing:
         raise KeyError(f"batch lacks {missing}; expected keys {BATCH_KEYS}")
+    nll, count, _ = _run(model, batch, hooks)
+    return nll, count
+
+
+def _run(model, batch, hooks):
     graphdef, state = nnx.split(model)
     program = memoize("eval.sequence_nll", (graphdef, hooks), lambda: _nll_program(graphdef, hooks))
     return program(
@@ -77,10 +87,10 @@ def sequence_nll(
     )
 
 
-def perplexity(
+def lm_metrics(
     model: Any, pool: Mapping[str, Any], *, batch_size: int = 64, hooks: Any = None
-) -> float:
-    """Token-weighted perplexity of ``model`` over every row of ``pool``.
+) -> dict[str, float]:
+    """Token-weighted LM metrics of ``model`` over every row of ``pool``.
 
     The pool is scored in chunks of ``batch_size`` rows (the last chunk padded with rows of
     zero weight, so every chunk has one shape).
@@ -92,7 +102,8 @@ def perplexity(
       hooks: optional hashable :class:`~jaxtrust.models.ModelHooks`.
 
     Returns:
-      ``exp(total NLL / total target weight)``.
+      ``{"loss", "accuracy", "perplexity", "num_tokens"}``: mean target-token NLL, greedy
+      next-token accuracy, ``exp(loss)``, and the total target weight.
 
     Raises:
       ValueError: the pool has no target token.
@@ -102,7 +113,7 @@ def perplexity(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     host = {k: np.asarray(pool[k]) for k in BATCH_KEYS}
     size = min(batch_size, n)
-    total, count = 0.0, 0.0
+    total, count, correct = 0.0, 0.0, 0.0
     for lo in range(0, n, size):
         chunk = {k: v[lo : lo + size] for k, v in host.items()}
         short = size - len(chunk["tokens"])
@@ -110,9 +121,24 @@ def perplexity(
             chunk = {k: np.concatenate([v, v[:1].repeat(short, 0)]) for k, v in chunk.items()}
             chunk["loss_mask"] = chunk["loss_mask"].astype(np.float32)
             chunk["loss_mask"][size - short :] = 0.0
-        nll, num = sequence_nll(model, chunk, hooks=hooks)
+        nll, num, hits = _run(model, chunk, hooks)
         total += float(jnp.sum(nll))
         count += float(jnp.sum(num))
+        correct += float(jnp.sum(hits))
     if count == 0:
         raise ValueError("pool has no target tokens (loss_mask is zero everywhere past t=0)")
-    return float(math.exp(total / count))
+    loss = total / count
+    return {
+        "loss": loss,
+        "accuracy": correct / count,
+        "perplexity": float(math.exp(loss)),
+        "num_tokens": count,
+    }
+
+
+def perplexity(
+    model: Any, pool: Mapping[str, Any], *, batch_size: int = 64, hooks: Any = None
+) -> float:
+    """Token-weighted perplexity of ``model`` over every row of ``pool``: the
+    ``"perplexity"`` of :func:`lm_metrics` (same arguments)."""
+    return lm_metrics(model, pool, batch_size=batch_size, hooks=hooks)["perplexity"]

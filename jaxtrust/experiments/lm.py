@@ -13,11 +13,21 @@ import dataclasses
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 
 from jaxtrust.data import ArithmeticWorld, collate
+from jaxtrust.eval import generate_responses
 from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
+from jaxtrust.models import CausalLM, LMConfig
+from jaxtrust.training import (
+    Checkpointer,
+    adamw_cosine,
+    fit,
+    init_train_state,
+    lm_loss_fn,
+    make_train_step,
+    merge_model,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,20 +65,10 @@ PRESETS = {
 
 
 def _exact_match(model, tokenizer, world, examples) -> float:
-    from jaxtrust.models.generation import generate
-
     prompts = [
         [tokenizer.bos_id] + tokenizer.encode(ex.prompt) + [tokenizer.sep_id] for ex in examples
     ]
-    out = generate(
-        model,
-        prompts,
-        max_new_tokens=3,
-        temperature=0.0,
-        stop_tokens=(tokenizer.eos_id,),
-        pad_id=tokenizer.pad_id,
-    )
-    predictions = [tokenizer.decode(row) for row in np.asarray(out.tokens)]
+    predictions = generate_responses(model, tokenizer, prompts, max_new_tokens=3)
     return world.exact_match(predictions, examples)
 
 
@@ -84,16 +84,6 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxtrust.models import CausalLM, LMConfig
-    from jaxtrust.training import (
-        Checkpointer,
-        fit,
-        init_train_state,
-        lm_loss,
-        make_train_step,
-        merge_model,
-    )
-
     world = ArithmeticWorld(max_operand=config.max_operand, seed=ctx.seed)
     tok = world.tokenizer
     model_config = LMConfig.for_tokenizer(
@@ -106,31 +96,21 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
         max_position_embeddings=64,
     )
     model = CausalLM(model_config, rngs=nnx.Rngs(ctx.seed))
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, config.warmup_steps, config.steps, config.learning_rate * 0.05
-    )
-    tx = optax.chain(
-        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay)
+    tx = adamw_cosine(
+        config.learning_rate,
+        config.steps,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
     )
     graphdef, state = init_train_state(model, tx, seed=ctx.seed)
-
-    def loss_fn(model, batch, rng):
-        del rng
-        logits = model(batch["tokens"], attention_mask=batch["attention_mask"]).logits
-        return lm_loss(logits, batch["tokens"], batch["loss_mask"])
 
     def batches_fn(step: int):
         examples = world.sample(config.batch_size, split="train", seed=int(step))
         prompts = [[tok.bos_id] + tok.encode(ex.prompt) + [tok.sep_id] for ex in examples]
         responses = [tok.encode(ex.response) + [tok.eos_id] for ex in examples]
-        batch = collate(prompts, responses, pad_id=tok.pad_id, seq_len=config.seq_len)
-        return {
-            "tokens": batch.tokens,
-            "attention_mask": batch.attention_mask,
-            "loss_mask": batch.loss_mask,
-        }
+        return collate(prompts, responses, pad_id=tok.pad_id, seq_len=config.seq_len).as_dict()
 
-    train_step = make_train_step(graphdef, loss_fn, tx)
+    train_step = make_train_step(graphdef, lm_loss_fn, tx)
     checkpointer = Checkpointer(ctx.out_dir / "checkpoints", max_to_keep=2)
     ctx.log(
         f"training {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters for {config.steps} steps"

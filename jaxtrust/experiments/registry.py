@@ -20,8 +20,8 @@ from typing import Any
 # paper lands. Modules are imported lazily (see ``_load``) so that ``jaxtrust --help`` stays fast.
 EXPERIMENT_MODULES: dict[str, str] = {
     "lm": "jaxtrust.experiments.lm",
-    "spf": "jaxtrust.experiments.spf",
-    "oneshot": "jaxtrust.experiments.oneshot",
+    "spf": "jaxtrust.safety.spf.reproduce",
+    "oneshot": "jaxtrust.safety.recovery.reproduce",
     "actapprox": "jaxtrust.experiments.actapprox",
     "secpe": "jaxtrust.experiments.secpe",
 }

@@ -161,6 +161,18 @@ def tokenizer_from_gguf_metadata(meta: dict[str, Any]):
     return tokenizer
 
 
+# What transformers' AutoTokenizer can build a tokenizer from (fast JSON, sentencepiece,
+# byte-level BPE, WordPiece); without any of them it fails with a sentencepiece message.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "spiece.model",
+)
+
+
 def load_tokenizer(path: str | os.PathLike):
     """Load a tokenizer from a local HF directory or a ``.gguf`` file (never from a hub).
 
@@ -173,7 +185,8 @@ def load_tokenizer(path: str | os.PathLike):
       tokens, bos/eos/pad/unk set from the metadata and the GGUF's chat template.
 
     Raises:
-      FileNotFoundError: ``path`` does not exist. ValueError: neither a directory nor ``.gguf``.
+      FileNotFoundError: ``path`` does not exist, or is a directory without tokenizer files
+        (:data:`TOKENIZER_FILES`). ValueError: neither a directory nor ``.gguf``.
 
     Example::
 
@@ -184,6 +197,12 @@ def load_tokenizer(path: str | os.PathLike):
     if not os.path.exists(path):
         raise FileNotFoundError(f"tokenizer path not found: {path!r}")
     if os.path.isdir(path):
+        present = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(path, name))]
+        if not present:
+            raise FileNotFoundError(
+                f"path: {path!r} holds no tokenizer files; looked for any of "
+                f"{', '.join(TOKENIZER_FILES)}"
+            )
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -74,8 +74,9 @@ def finetune(
     data_seed: int | Sequence[int] | None = None,
     loss_fn: Callable = lm_loss_fn,
     extra_args_fn: Callable | None = None,
-    extra_batch: Mapping[str, Any] | None = None,
+    extra_batch: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None = None,
     step_key: Hashable | None = None,
+    train_step: Callable | None = None,
     eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None,
     eval_every: int = 100,
     checkpointer: Checkpointer | None = None,
@@ -96,10 +97,14 @@ def finetune(
       loss_fn: ``loss_fn(model, batch, key) -> (loss, aux)``; default the LM loss on
         ``tokens``/``attention_mask``/``loss_mask``.
       extra_args_fn: ``(state, batch) -> dict`` of extra arguments of ``tx.update``.
-      extra_batch: arrays added unchanged to every batch (e.g. ``safety_tokens``).
+      extra_batch: arrays added unchanged to every batch (e.g. ``safety_tokens``), or
+        ``extra_batch(step) -> dict`` for arrays that only some steps carry.
       step_key: hashable name of the recipe (``tx`` hyperparameters, ``loss_fn``,
         ``extra_args_fn``); with it the compiled step is memoised per ``(graph, step_key)``.
         Without it a new step is built (and compiled) for this call.
+      train_step: a prebuilt ``step(state, batch) -> (state, metrics)`` for the graph of
+        ``model`` and ``tx`` (e.g. one that dispatches between two compiled steps); then
+        ``loss_fn``, ``extra_args_fn`` and ``step_key`` are unused.
       eval_fn: ``eval_fn(model) -> dict`` run every ``eval_every`` steps and after the last;
         its values enter the history with an ``eval_`` prefix (trajectories).
       eval_every: evaluation period.
@@ -123,17 +128,23 @@ def finetune(
     def build():
         return make_train_step(graphdef, loss_fn, tx, donate=False, extra_args_fn=extra_args_fn)
 
-    if step_key is None:
-        train_step = build()
-    else:
-        train_step = memoize("finetune", (graphdef, step_key), build)
+    if train_step is None:
+        if step_key is None:
+            train_step = build()
+        else:
+            train_step = memoize("finetune", (graphdef, step_key), build)
     batches = epoch_batches(pool, batch_size, seed=seed if data_seed is None else data_seed)
-    extra = {} if extra_batch is None else {k: np.asarray(v) for k, v in extra_batch.items()}
-    clash = sorted(set(extra) & set(pool))
-    if clash:
-        raise ValueError(f"extra_batch keys {clash} are also pool keys; rename them")
+    if callable(extra_batch):
+        extra_of = extra_batch
+    else:
+        fixed = {} if extra_batch is None else {k: np.asarray(v) for k, v in extra_batch.items()}
+        extra_of = lambda step: fixed  # noqa: E731
 
     def batches_fn(step: int):
+        extra = extra_of(step)
+        clash = sorted(set(extra) & set(pool))
+        if clash:
+            raise ValueError(f"extra_batch keys {clash} are also pool keys; rename them")
         return {**batches(step), **extra}
 
     wrapped_eval = None

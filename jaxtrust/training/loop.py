@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from jaxtrust.training.checkpoint import Checkpointer, abstract_like
+from jaxtrust.training.checks import host_errors
 from jaxtrust.training.step import TrainState
 
 __all__ = ["fit"]
@@ -78,8 +79,10 @@ def fit(
         completed steps).
 
     Returns:
-      ``(state, history)``; history holds one dict per step run in this call with ``step``
-      (completed steps) and the step's metrics as Python floats.
+      ``(state, history)``; history holds one dict per step with ``step`` (completed steps)
+      and the step's metrics as Python floats. With a checkpointer, the history of the steps
+      run before a restart is saved in each checkpoint's metadata and restored with it, so a
+      resumed (or already finished) run returns the whole history, not only this call's steps.
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
@@ -87,8 +90,11 @@ def fit(
         raise ValueError(
             f"checkpoint_every and eval_every must be >= 1, got {checkpoint_every}, {eval_every}"
         )
+    history: list[dict[str, float]] = []
     if checkpointer is not None and checkpointer.latest_step() is not None:
         state = checkpointer.restore(target=abstract_like(state))
+        saved = checkpointer.metadata().get("history", [])
+        history = [dict(h) for h in saved if h.get("step", 0) <= int(jax.device_get(state.step))]
     start = int(jax.device_get(state.step))
     if start > num_steps:
         raise ValueError(f"state is already at step {start} > num_steps={num_steps}")
@@ -98,17 +104,19 @@ def fit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, initial=start, desc="train", dynamic_ncols=True)
-    history: list[dict[str, float]] = []
     try:
         for step in range(start, num_steps):
-            state, metrics = train_step(state, batches_fn(step))
-            done = step + 1
-            record = {"step": float(done), **_to_python(metrics)}
+            with host_errors():  # a failed in-step check raises its own message first
+                state, metrics = train_step(state, batches_fn(step))
+                done = step + 1
+                record = {"step": float(done), **_to_python(metrics)}
             if eval_fn is not None and (done % eval_every == 0 or done == num_steps):
                 record.update({f"eval_{k}": float(v) for k, v in eval_fn(graphdef, state).items()})
             history.append(record)
             if checkpointer is not None and (done % checkpoint_every == 0 or done == num_steps):
-                checkpointer.save(done, state, metadata={"step": done}, force=True)
+                checkpointer.save(
+                    done, state, metadata={"step": done, "history": history}, force=True
+                )
             if log_fn is not None:
                 log_fn(done, record)
             if bar is not None:

@@ -18,6 +18,7 @@ from jaxtrust.zoo.safety_lm import (
     cache_key,
     evaluate_model,
     respond,
+    safety_summary,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "default_cache_dir",
     "evaluate_model",
     "respond",
+    "safety_summary",
 ]

@@ -48,6 +48,7 @@ __all__ = [
     "default_cache_dir",
     "evaluate_model",
     "respond",
+    "safety_summary",
 ]
 
 _KINDS = ("base", "aligned")
@@ -395,3 +396,24 @@ def evaluate_model(
         else:
             report[name] = {"accuracy": exact_match_accuracy(got, refs)}
     return report
+
+
+def safety_summary(
+    model, world: SafetyWorld, *, n: int = 200, seed: int = 20_000
+) -> dict[str, float]:
+    """The four numbers the safety reproductions report, from :func:`evaluate_model`.
+
+    Returns:
+      ``refusal_rate`` (mean over the four forbidden sets), ``utility`` (exact match on unseen
+      arithmetic pairs), ``over_refusal`` (mean over the four benign sets) and
+      ``refusal_heldout_both`` (held-out templates and words).
+    """
+    report = evaluate_model(model, world, n=n, seed=seed)
+    forbidden = [v["refusal_rate"] for k, v in report.items() if k.startswith("forbidden")]
+    benign = [v["over_refusal"] for k, v in report.items() if k.startswith("benign")]
+    return {
+        "refusal_rate": float(np.mean(forbidden)),
+        "utility": float(report["utility_test"]["accuracy"]),
+        "over_refusal": float(np.mean(benign)),
+        "refusal_heldout_both": float(report["forbidden_heldout_both"]["refusal_rate"]),
+    }

@@ -68,6 +68,12 @@ def test_arithmetic_world_answers_and_splits():
     }
     # Test operand pairs never occur in training (up to the order swap of subtraction).
     assert not (train & test)
-    assert ArithmeticWorld.exact_match(["7 ok", "3"], world.sample(2, seed=0)) in (0.0, 0.5, 1.0)
+    examples = world.sample(2, seed=0)
+    # the first word is the answer; whatever follows it is ignored
+    right = [examples[0].response + " ok", examples[1].response]
+    wrong = [examples[0].response, str(int(examples[1].response) + 1)]
+    assert ArithmeticWorld.exact_match(right, examples) == 1.0
+    assert ArithmeticWorld.exact_match(wrong, examples) == 0.5
+    assert ArithmeticWorld.exact_match(["", ""], examples) == 0.0
     with pytest.raises(ValueError, match="split"):
         world.sample(1, split="val")

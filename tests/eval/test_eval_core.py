@@ -101,3 +101,20 @@ def test_summaries():
     assert claim_count([True, True, False]) == {"holds": 2, "seeds": 3}
     s = seed_summary([{"a": 1.0, "b": "x"}, {"a": 3.0, "b": "y"}])
     assert s == {"a": 2.0, "a_std": 1.0, "a_se": pytest.approx(1.0)}
+
+
+def test_lm_metrics_accuracy_and_loss_against_numpy(model):
+    from jaxtrust.eval import lm_metrics
+
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(1, TOK.vocab_size, size=(7, 5)).astype(np.int32)
+    loss_mask = np.ones((7, 5), np.float32)
+    pool = {"tokens": tokens, "attention_mask": np.ones((7, 5), bool), "loss_mask": loss_mask}
+    logits = np.asarray(model(tokens).logits, np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    picked = np.take_along_axis(logp[:, :-1], tokens[:, 1:, None], -1)[..., 0]
+    acc = (logits[:, :-1].argmax(-1) == tokens[:, 1:]).mean()
+    m = lm_metrics(model, pool, batch_size=3)
+    assert m["loss"] == pytest.approx(-picked.mean(), rel=1e-5)
+    assert m["accuracy"] == pytest.approx(acc)
+    assert m["num_tokens"] == 28.0 and m["perplexity"] == pytest.approx(math.exp(m["loss"]))

@@ -99,3 +99,24 @@ def test_info_reports_versions_devices_and_backends():
     data = json.loads(out.stdout)
     assert data["versions"]["jax"] and data["devices"]
     assert set(data["backends"]) >= {"fhe (concrete)", "torch", "tfds"}
+
+
+def test_version_flag_and_plain_unknown_experiment_message(capsys, tmp_path):
+    import jaxtrust
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxtrust {jaxtrust.__version__}"
+    assert cli.main(["reproduce", "nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxtrust: error: unknown experiment 'nope'; known: ")
+    assert not err.rstrip().endswith('"')  # no stray quotes of a KeyError's repr
+
+
+def test_every_listed_experiment_loads_and_registers_its_name():
+    from jaxtrust.experiments.registry import EXPERIMENT_MODULES, get_experiment
+
+    for name in EXPERIMENT_MODULES:
+        experiment = get_experiment(name)
+        assert experiment.name == name and set(experiment.presets) >= {"quick", "full"}

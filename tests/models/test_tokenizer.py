@@ -149,6 +149,11 @@ def test_no_template_and_bad_paths(tmp_path, trained):
     other.write_bytes(b"x")
     with pytest.raises(ValueError, match=r"\.gguf"):
         load_tokenizer(other)
+    empty = tmp_path / "no_tokenizer"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="looked for any of tokenizer.json"):
+        load_tokenizer(empty)
 
 
 def test_hf_directory_loads_locally(tmp_path, trained):

@@ -94,11 +94,20 @@ def build_lm_job(seed: int = 0):
     return graphdef, state, _LM_STEPS[graphdef]
 
 
-def run_lm_job(ckpt_dir, num_steps: int, checkpoint_every: int, kill_at: int | None = None):
+def run_lm_job(
+    ckpt_dir,
+    num_steps: int,
+    checkpoint_every: int,
+    kill_at: int | None = None,
+    logged: list | None = None,
+):
+    """Run the job; ``logged`` (if given) collects the steps this call itself ran."""
     graphdef, state, step = build_lm_job()
     checkpointer = Checkpointer(ckpt_dir, max_to_keep=2) if ckpt_dir else None
 
     def log_fn(done, record):
+        if logged is not None:
+            logged.append(done)
         print(f"step {done} loss {record['loss']:.6f}", flush=True)
         if kill_at is not None and done >= kill_at:
             # Steps take milliseconds; give the asynchronous save of an earlier step time to

@@ -170,7 +170,9 @@ def test_fit_history_eval_and_in_process_resume(tmp_path):
             checkpoint_every=4,
             progress=False,
         )
-    assert [h["step"] for h in more] == [7, 8]
+    # the history covers the whole run: steps 1-6 restored from the checkpoint, 7-8 run now
+    assert [h["step"] for h in more] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [h["loss"] for h in more[:6]] == [h["loss"] for h in history]
     assert int(resumed.step) == 8
 
 
@@ -193,17 +195,20 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
         interrupted_at = ckpt.latest_step()
     assert interrupted_at is not None and 0 < interrupted_at < num_steps
 
-    resumed, resumed_history = run_lm_job(ckpt_dir, num_steps, every)
-    assert resumed_history[0]["step"] == interrupted_at + 1  # really resumed, not restarted
+    logged: list[int] = []
+    resumed, resumed_history = run_lm_job(ckpt_dir, num_steps, every, logged=logged)
+    assert logged[0] == interrupted_at + 1  # really resumed, not restarted
+    assert [h["step"] for h in resumed_history] == list(range(1, num_steps + 1))
     reference, reference_history = run_lm_job(None, num_steps, every)
     assert int(resumed.step) == int(reference.step) == num_steps
     for a, b in zip(
         jax.tree.leaves(resumed.params), jax.tree.leaves(reference.params), strict=True
     ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    # the whole history, the part restored from the checkpoint included
     np.testing.assert_allclose(
         [h["loss"] for h in resumed_history],
-        [h["loss"] for h in reference_history[interrupted_at:]],
+        [h["loss"] for h in reference_history],
         rtol=0,
         atol=1e-6,
     )

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
-from jaxtrust.safety._subspace import (
+from jaxtrust.safety.spf.subspace import (
     BASIS_METHODS,
     PROJECTION_MODES,
     SubspaceBasis,
@@ -27,6 +27,7 @@ from jaxtrust.safety._subspace import (
     compute_basis,
     project,
 )
+from jaxtrust.training.checks import require
 
 __all__ = ["SPFState", "spf", "path_name", "selected_matrices"]
 
@@ -50,7 +51,7 @@ class SPFState(NamedTuple):
 
 def _is_variable(x: Any) -> bool:
     # nnx.Variable without importing flax (cold import ~2.5 s): nnx.Optimizer hands init a
-    # State whose leaves are still Variables (jax_ecosystem.md section 2.3).
+    # State whose leaves are still Variables (flax >= 0.11 `nnx.Optimizer(model, tx, wrt=...)`).
     return hasattr(x, "get_value") or type(x).__name__ in {"Param", "Variable", "VariableState"}
 
 
@@ -134,6 +135,12 @@ def selected_matrices(
     return out
 
 
+_MASK_HINT = (
+    " (inside optax.masked or optax.multi_transform, pass mask_compatible_extra_args=True so "
+    "that safety_grads is masked like the updates)"
+)
+
+
 _LAYER_PATH = re.compile(r"(^|/)layers/")
 
 
@@ -157,29 +164,6 @@ def _leaf_is_stacked(path, leaf, include, exclude, stacked) -> bool | None:
     if is_stacked and len(shape) < 3:
         return None  # a stack of vectors: nothing to project
     return is_stacked
-
-
-def _require(ok: Any, message: str | list[str]) -> None:
-    """Raise ValueError unless ``ok``; works on concrete values and inside ``jax.jit``.
-
-    ``ok`` is a bool or a bool vector; with a vector, ``message`` is a list and the message of
-    the first False entry is raised. Under tracing the check runs as a ``jax.debug.callback``,
-    so the error surfaces (as a ``JaxRuntimeError`` carrying this message) when the step runs.
-    """
-    messages = [message] if isinstance(message, str) else message
-    ok = jnp.atleast_1d(jnp.asarray(ok))
-    try:
-        ok_host = np.asarray(ok)
-    except jax.errors.TracerArrayConversionError:
-        jax.debug.callback(functools.partial(_raise_first_failure, messages=tuple(messages)), ok)
-        return
-    _raise_first_failure(ok_host, messages=tuple(messages))
-
-
-def _raise_first_failure(ok: Any, *, messages: tuple[str, ...]) -> None:
-    ok = np.asarray(ok)
-    if not ok.all():
-        raise ValueError(messages[int(np.argmin(ok))])
 
 
 def spf(
@@ -286,7 +270,7 @@ def spf(
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
-        >>> from jaxtrust.safety import spf
+        >>> from jaxtrust.safety.spf import spf
         >>> params = {"w": jnp.ones((4, 3))}
         >>> tx = optax.chain(spf(rank=1), optax.sgd(0.1))
         >>> state = tx.init(params)
@@ -302,6 +286,20 @@ def spf(
         with A Single Instance*, ICLR 2026, arXiv:2601.01887. Yu et al., *Gradient Surgery for
         Multi-Task Learning* (PCGrad), NeurIPS 2020.
     """
+    for name, value in (
+        ("rank", rank),
+        ("explained_ratio", explained_ratio),
+        ("max_rank", max_rank),
+        ("refresh_every", refresh_every),
+        ("seed", seed),
+    ):
+        if isinstance(value, jax.Array | jax.core.Tracer):
+            raise TypeError(
+                f"spf's {name} must be a static Python number, got a JAX array {value!r}. It "
+                "sets the shapes of the state (or a Python-level schedule), so it cannot be a "
+                "hyperparameter array: with optax.inject_hyperparams pass "
+                'static_args=("rank", "explained_ratio", "max_rank", "refresh_every", "seed")'
+            )
     if (rank is None) == (explained_ratio is None):
         raise ValueError(
             "give exactly one of rank (an int >= 1) or explained_ratio (in (0, 1]); got "
@@ -364,7 +362,14 @@ def spf(
         return tuple(out)
 
     def init_fn(params: Any) -> SPFState:
-        _, _, plans = make_plans(params)
+        leaves, _, plans = make_plans(params)
+        if not plans:
+            paths = [path for path, _ in leaves][:8]
+            raise ValueError(
+                f"spf(include={include!r}, exclude={exclude!r}) selects no matrix of the params, "
+                f"so it would protect nothing. Parameter paths look like {paths}; check the "
+                "regex with jaxtrust.safety.spf.selected_matrices(params, include=...)"
+            )
         return SPFState(
             count=jnp.zeros([], jnp.int32),
             basis_ready=jnp.zeros([], jnp.bool_),
@@ -410,12 +415,13 @@ def spf(
                 raise ValueError(
                     f"safety_grads must have the structure of the updates; it has no leaf "
                     f"{path!r} (it has {len(s_leaves)} leaves, the updates {len(leaves)})"
+                    + _MASK_HINT
                 )
             s_path, s_leaf = s_leaves[i]
             if s_path != path:
                 raise ValueError(
                     f"safety_grads must have the structure of the updates; first differing "
-                    f"path: updates {path!r} vs safety_grads {s_path!r}"
+                    f"path: updates {path!r} vs safety_grads {s_path!r}" + _MASK_HINT
                 )
             if tuple(jnp.shape(s_leaf)) != tuple(jnp.shape(leaf)):
                 raise ValueError(
@@ -425,7 +431,7 @@ def spf(
         if len(s_leaves) > len(leaves):
             raise ValueError(
                 f"safety_grads must have the structure of the updates; it has an extra leaf "
-                f"{s_leaves[len(leaves)][0]!r}"
+                f"{s_leaves[len(leaves)][0]!r}" + _MASK_HINT
             )
         return s_leaves
 
@@ -474,14 +480,22 @@ def spf(
     ) -> tuple[Any, SPFState]:
         del params, extra_args
         leaves, treedef, plans = make_plans(updates)
-        if len(plans) != len(state.bases) or any(
-            b.u.shape[-2:] != (p.m, p.k) for p, b in zip(plans, state.bases, strict=False)
-        ):
+        if len(plans) != len(state.bases):
             raise ValueError(
                 "spf state does not match the updates: it was initialised for "
                 f"{len(state.bases)} matrices, the updates have {len(plans)} selected matrices "
                 f"({[p.path for p in plans]}); init the optimizer with the same parameters"
+                + _MASK_HINT
             )
+        for p, b in zip(plans, state.bases, strict=True):
+            lead = (p.shape[0],) if p.stacked else ()
+            if tuple(b.u.shape) != (*lead, p.m, p.k) or tuple(b.v.shape) != (*lead, p.n, p.k):
+                init_shape = (*b.u.shape[:-2], b.u.shape[-2], b.v.shape[-2])
+                raise ValueError(
+                    f"the update of {p.path!r} has shape {p.shape} (as matrices "
+                    f"{(*lead, p.m, p.n)}), but spf was initialised with a parameter of matrix "
+                    f"shape {init_shape}; init the optimizer with the parameters you update"
+                )
 
         s_leaves = check_safety_grads(leaves, safety_grads) if safety_grads is not None else None
         factors = check_factors(plans, safety_factors) if safety_factors else {}
@@ -508,7 +522,7 @@ def spf(
                     "safety_grads=<params-shaped safety-loss gradient> to update()"
                 )
             if check_inputs:
-                _require(
+                require(
                     ~refresh,
                     "spf needs safety_grads (the params-shaped gradient of the safety loss on "
                     "one sample) on this update: no safety basis has been estimated yet, or a "
@@ -528,7 +542,7 @@ def spf(
                     names.append(f"safety_factors[{path!r}] contains NaN or Inf")
                     flags.append(jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(gy)))
                 if flags:
-                    _require(jnp.stack(flags), names)
+                    require(jnp.stack(flags), names)
 
             def fresh_bases() -> tuple[SubspaceBasis, ...]:
                 return tuple(

@@ -15,10 +15,13 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import optax
 
+from jaxtrust.data import FINETUNE_ATTACKS
 from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
-from jaxtrust.experiments.spf import ATTACKS, SPFExperimentConfig, attack_pool, evaluate, finetune
-from jaxtrust.zoo import ZooConfig
+from jaxtrust.safety.recovery.recover import recover
+from jaxtrust.training import finetune
+from jaxtrust.zoo import ZooConfig, aligned_model, safety_summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +40,8 @@ class OneShotConfig:
     eval_examples: int = 40
 
     def __post_init__(self):
-        if self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; known: {ATTACKS}")
+        if self.attack not in FINETUNE_ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; known: {tuple(FINETUNE_ATTACKS)}")
         if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
             raise ValueError(f"learning_rates must be positive, got {self.learning_rates}")
         for name in (
@@ -61,15 +64,28 @@ PRESETS = {
 
 
 def _refusal_pool(world, seed: int, n: int, seq_len: int) -> dict[str, np.ndarray]:
-    examples = world.refusal_examples(
-        world.requests(n, category="forbidden", split="train", seed=seed + 777), seed=seed
+    requests = world.requests(n, category="forbidden", split="train", seed=seed + 777)
+    return world.batch(world.refusal_examples(requests, seed=seed), seq_len=seq_len).as_dict()
+
+
+def _attack(model, world, config: OneShotConfig, seed: int):
+    """The fine-tuning attack: plain AdamW on the attack mix (the ``spf`` reproduction's SFT)."""
+    examples = world.attack_mix(
+        config.train_examples, harmful_fraction=FINETUNE_ATTACKS[config.attack], seed=seed + 100
     )
-    batch = world.batch(examples, seq_len=seq_len)
-    return {
-        "tokens": batch.tokens,
-        "attention_mask": batch.attention_mask,
-        "loss_mask": batch.loss_mask,
-    }
+    pool = world.batch(examples, seq_len=config.zoo.seq_len).as_dict()
+    tx = optax.adamw(config.attack_learning_rate, weight_decay=0.0)
+    recipe = ("oneshot.attack", config.attack_learning_rate)
+    return finetune(
+        model,
+        pool,
+        tx,
+        steps=config.attack_steps,
+        batch_size=config.batch_size,
+        seed=seed,
+        data_seed=[seed, 5],
+        step_key=recipe,
+    ).model
 
 
 @register(
@@ -84,32 +100,17 @@ def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxtrust.safety.recovery import recover
-    from jaxtrust.zoo import aligned_model
+    def evaluate(model, world):
+        return safety_summary(model, world, n=config.eval_examples, seed=20_000)
 
-    ft_config = SPFExperimentConfig(
-        zoo=config.zoo,
-        learning_rate=config.attack_learning_rate,
-        batch_size=config.batch_size,
-        eval_examples=config.eval_examples,
-    )
     seeds = [ctx.seed + i for i in range(config.num_seeds)]
     per_seed: list[dict[str, Any]] = []
     for seed in seeds:
         zoo = aligned_model(config.zoo, seed=seed)
         world = zoo.world
-        aligned = evaluate(zoo.model, world, ft_config)
-        pool = attack_pool(world, config.attack, config.train_examples, seed, config.zoo.seq_len)
-        attacked_model = finetune(
-            zoo.model,
-            pool,
-            {},
-            method="sft",
-            steps=config.attack_steps,
-            config=ft_config,
-            seed=seed,
-        )
-        attacked = evaluate(attacked_model, world, ft_config)
+        aligned = evaluate(zoo.model, world)
+        attacked_model = _attack(zoo.model, world, config, seed)
+        attacked = evaluate(attacked_model, world)
         candidates = _refusal_pool(world, seed, config.pool_size, config.zoo.seq_len)
         recovered = {}
         for lr in config.learning_rates:
@@ -121,7 +122,7 @@ def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
                 tol=config.tol,
             )
             recovered[lr] = {
-                **evaluate(result.model, world, ft_config),
+                **evaluate(result.model, world),
                 "steps": result.steps_to_converge,
                 "chosen": result.chosen,
                 "losses": result.losses,

@@ -17,11 +17,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.asset]
 def tiny_checkpoint(tmp_path_factory):
     from flax import nnx
 
-    from jaxtrust.experiments._spf_real import smollm2_path
+    from jaxtrust.data.assets import asset_path
     from jaxtrust.models import CausalLM, LMConfig, save_pretrained
 
     try:
-        smollm2_path()
+        asset_path("smollm2")
         from jaxtrust.data.harmful_prompts import harmbench_prompts
 
         harmbench_prompts()
@@ -64,9 +64,9 @@ TINY = dict(
 
 
 def test_real_pipeline_aligns_saves_and_resumes(tiny_checkpoint, tmp_path, monkeypatch):
-    from jaxtrust.experiments import _spf_real
     from jaxtrust.experiments.registry import RunContext
     from jaxtrust.models import load_pretrained
+    from jaxtrust.safety.spf import real as _spf_real
 
     config = _spf_real.RealSPFConfig(model_path=str(tiny_checkpoint), **TINY)
     ctx = RunContext(out_dir=tmp_path, seed=0, preset="full", progress=False)
@@ -97,11 +97,12 @@ def test_real_pipeline_aligns_saves_and_resumes(tiny_checkpoint, tmp_path, monke
         == m["runs"]["poisoned"]["spf"]["refusal_rate"]
     )
     # poison = the candidates the base model complied with (a keyword-free, non-empty answer)
+    from jaxtrust.data.assets import asset_path
     from jaxtrust.data.harmful_prompts import harmbench_prompts, split_prompts
-    from jaxtrust.models import load_tokenizer
     from jaxtrust.eval.judges import is_jailbroken
+    from jaxtrust.models import load_tokenizer
 
-    tok = load_tokenizer(_spf_real.smollm2_path())
+    tok = load_tokenizer(asset_path("smollm2"))
     own = json.loads((tmp_path / "real_spf" / "answers.json").read_text())["ids"]
     candidates = split_prompts(harmbench_prompts(), n_heldout=4, seed=0)[0][:8]
     complied = [

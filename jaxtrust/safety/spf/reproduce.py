@@ -10,7 +10,7 @@ each attack, with each method, from the same start and the same data order:
   of SPF's rule, basis from ONE refusal example, re-estimated every ``refresh_every`` steps),
   ``random_subspace`` (same rule, random rank-k subspace), ``pcgrad_full`` (full-gradient
   PCGrad against the same one-example safety gradient), ``safe_lora`` (Safe LoRA's post-hoc
-  projection of the SFT delta; see :mod:`jaxtrust.safety.baselines`) and ``oneshot`` (SFT, then
+  projection of the SFT delta; see :mod:`jaxtrust.safety.spf.baselines`) and ``oneshot`` (SFT, then
   :func:`jaxtrust.safety.recovery.recover` on one refusal example).
 
 Metrics: refusal rate = mean over the four forbidden evaluation sets (training / held-out
@@ -27,23 +27,21 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
+from jaxtrust.data import FINETUNE_ATTACKS
 from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
-from jaxtrust.zoo import ZooConfig
+from jaxtrust.safety.recovery import recover
+from jaxtrust.safety.spf.baselines import pcgrad_full, random_subspace, safe_lora
+from jaxtrust.safety.spf.geometry import basis_overlap_table, gradient_cosine, spectrum_table
+from jaxtrust.safety.spf.step import safety_batch, safety_extra_args
+from jaxtrust.safety.spf.transform import spf
+from jaxtrust.training import finetune, lm_batch_loss
+from jaxtrust.zoo import ZooConfig, aligned_model, base_model, safety_summary
 
-ATTACKS = ("benign", "poison_5", "poison_10", "poison_20", "harmful", "deep")
-HARMFUL_FRACTION = {
-    "benign": 0.0,
-    "poison_5": 0.05,
-    "poison_10": 0.1,
-    "poison_20": 0.2,
-    "harmful": 1.0,
-    "deep": 0.0,
-}
+ATTACKS = tuple(FINETUNE_ATTACKS)
 METHODS = (
     "sft",
     "spf",
@@ -117,59 +115,23 @@ PRESETS = {
 }
 
 
-# ---------------------------------------------------------------------------- pieces shared with oneshot
+# ---------------------------------------------------------------------------- pieces
 def refusal_example(world, seed: int, seq_len: int) -> dict[str, np.ndarray]:
     """ONE forbidden training request answered with a refusal, as a ``[1, seq]`` batch."""
-    example = world.refusal_examples(
-        world.requests(1, category="forbidden", split="train", seed=seed + 777), seed=seed
-    )
-    batch = world.batch(example, seq_len=seq_len)
-    return {
-        "tokens": batch.tokens,
-        "attention_mask": batch.attention_mask,
-        "loss_mask": batch.loss_mask,
-    }
+    request = world.requests(1, category="forbidden", split="train", seed=seed + 777)
+    return world.batch(world.refusal_examples(request, seed=seed), seq_len=seq_len).as_dict()
 
 
 def attack_pool(world, attack: str, n: int, seed: int, seq_len: int) -> dict[str, np.ndarray]:
-    examples = world.attack_mix(n, harmful_fraction=HARMFUL_FRACTION[attack], seed=seed + 100)
-    batch = world.batch(examples, seq_len=seq_len)
-    return {
-        "tokens": batch.tokens,
-        "attention_mask": batch.attention_mask,
-        "loss_mask": batch.loss_mask,
-    }
-
-
-def summarize(report: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Refusal (mean over forbidden sets), utility (unseen pairs) and over-refusal (benign)."""
-    forbidden = [v["refusal_rate"] for k, v in report.items() if k.startswith("forbidden")]
-    benign = [v["over_refusal"] for k, v in report.items() if k.startswith("benign")]
-    return {
-        "refusal_rate": float(np.mean(forbidden)),
-        "utility": float(report["utility_test"]["accuracy"]),
-        "over_refusal": float(np.mean(benign)),
-        "refusal_heldout_both": float(report["forbidden_heldout_both"]["refusal_rate"]),
-    }
+    examples = world.attack_mix(n, harmful_fraction=FINETUNE_ATTACKS[attack], seed=seed + 100)
+    return world.batch(examples, seq_len=seq_len).as_dict()
 
 
 def evaluate(model, world, config) -> dict[str, float]:
-    from jaxtrust.zoo import evaluate_model
-
-    return summarize(evaluate_model(model, world, n=config.eval_examples, seed=20_000))
-
-
-def _lm_loss_of(model, batch):
-    from jaxtrust.training import lm_loss
-
-    logits = model(batch["tokens"], attention_mask=batch["attention_mask"]).logits
-    return lm_loss(logits, batch["tokens"], batch["loss_mask"])
+    return safety_summary(model, world, n=config.eval_examples, seed=20_000)
 
 
 def _transform(method: str, config: SPFExperimentConfig, seed: int) -> optax.GradientTransformation:
-    from jaxtrust.safety import spf
-    from jaxtrust.safety.baselines import pcgrad_full, random_subspace
-
     lr = config.learning_rate
     if method in SPF_MODES:
         projection = spf(
@@ -190,32 +152,18 @@ def _transform(method: str, config: SPFExperimentConfig, seed: int) -> optax.Gra
     return optax.chain(projection, optax.adamw(lr, weight_decay=0.0))
 
 
-_STEPS: dict[tuple, Any] = {}
-
-
-def finetune(
-    model,
-    pool: dict[str, np.ndarray],
-    safety: dict[str, np.ndarray],
-    *,
-    method: str,
-    steps: int,
-    config: SPFExperimentConfig,
-    seed: int,
-):
+def run_finetune(model, pool, safety, *, method: str, steps: int, config, seed: int):
     """Fine-tune a copy of ``model`` on ``pool`` with ``method``'s transform; returns the model.
 
     The safety example travels in the batch (``safety_*`` keys), so one compiled step per
     method serves every attack and seed; the safety gradient is taken at the current params.
     """
-    from jaxtrust.training import init_train_state, make_train_step, merge_model
-
     needs_safety = method in SPF_MODES or method in ("random_subspace", "pcgrad_full")
     tx = _transform(method, config, seed)
-    graphdef, state = init_train_state(model, tx, seed=seed)
-    key = (
+    graphdef = nnx.split(model, nnx.Param, ...)[0]
+    recipe = (
+        "spf.reproduce",
         method,
-        graphdef,
         config.learning_rate,
         config.rank,
         config.refresh_every,
@@ -223,79 +171,36 @@ def finetune(
         config.include,
         seed if method == "random_subspace" else None,
     )
-    if key not in _STEPS:
-
-        def loss_fn(m, batch, rng):
-            del rng
-            return _lm_loss_of(m, batch)
-
-        def extra_args_fn(st, batch):
-            sb = {k[len("safety_") :]: v for k, v in batch.items() if k.startswith("safety_")}
-
-            def safety_loss(params):
-                return _lm_loss_of(nnx.merge(graphdef, params, st.rest), sb)[0]
-
-            return {"safety_grads": jax.grad(safety_loss)(st.params)}
-
-        _STEPS[key] = make_train_step(
-            graphdef,
-            loss_fn,
-            tx,
-            donate=False,
-            extra_args_fn=extra_args_fn if needs_safety else None,
-        )
-    train_step = _STEPS[key]
-    n = len(pool["tokens"])
-    rng = np.random.default_rng([seed, 5])
-    order = np.concatenate([rng.permutation(n) for _ in range(-(-steps * config.batch_size // n))])
-    safety_rows = {f"safety_{k}": v for k, v in safety.items()}
-    for step in range(steps):
-        rows = order[step * config.batch_size : (step + 1) * config.batch_size]
-        batch = {k: v[rows] for k, v in pool.items()}
-        if needs_safety:
-            batch.update(safety_rows)
-        state, metrics = train_step(state, batch)
-        # one step in flight at a time: the tiny steps lose nothing, and a stuck step is
-        # reported at the step that stuck (see the lax.map note in jaxtrust/safety/_spf.py)
-        jax.block_until_ready(metrics["loss"])
-    return merge_model(graphdef, state)
-
-
-def apply_safe_lora(finetuned, aligned, base, threshold: float):
-    from jaxtrust.safety.baselines import safe_lora_project
-
-    graphdef, params, rest = nnx.split(finetuned, nnx.Param, ...)
-    projected, info = safe_lora_project(
-        nnx.to_pure_dict(params),
-        nnx.to_pure_dict(nnx.state(aligned, nnx.Param)),
-        nnx.to_pure_dict(nnx.state(base, nnx.Param)),
-        threshold=threshold,
+    result = finetune(
+        model,
+        pool,
+        tx,
+        steps=steps,
+        batch_size=config.batch_size,
+        seed=seed,
+        data_seed=[seed, 5],
+        extra_args_fn=safety_extra_args(graphdef) if needs_safety else None,
+        extra_batch=safety_batch(safety) if needs_safety else None,
+        step_key=recipe,
     )
-    nnx.replace_by_pure_dict(params, projected)
-    return nnx.merge(graphdef, params, rest), info
+    return result.model
 
 
 def run_method(method, attack, *, aligned, base, world, safety, config, seed) -> dict[str, float]:
-    from jaxtrust.safety.recovery import recover
-
     pool = attack_pool(world, attack, config.train_examples, seed, config.zoo.seq_len)
     steps = config.deep_steps if attack == "deep" else config.steps
     extra: dict[str, Any] = {}
-    model = finetune(
-        aligned,
-        pool,
-        safety,
-        method="sft" if method in ("safe_lora", "oneshot") else method,
-        steps=steps,
-        config=config,
-        seed=seed,
-    )
+    tune = "sft" if method in ("safe_lora", "oneshot") else method
+    model = run_finetune(aligned, pool, safety, method=tune, steps=steps, config=config, seed=seed)
     if method == "safe_lora":
-        model, info = apply_safe_lora(model, aligned, base, config.safe_lora_threshold)
+        model, info = safe_lora(model, aligned, base, threshold=config.safe_lora_threshold)
         extra["projected_matrices"] = len(info["projected"])
     elif method == "oneshot":
         result = recover(
-            model, safety, steps=config.oneshot_steps, learning_rate=config.oneshot_learning_rate
+            model,
+            safety,
+            steps=config.oneshot_steps,
+            learning_rate=config.oneshot_learning_rate,
         )
         model = result.model
         extra["oneshot_steps_to_converge"] = result.steps_to_converge
@@ -305,19 +210,12 @@ def run_method(method, attack, *, aligned, base, world, safety, config, seed) ->
 # ---------------------------------------------------------------------------- geometry
 def geometry_tables(aligned, world, config, seed) -> tuple[dict[str, Any], list[Table]]:
     """The paper's three insights on the aligned model, token count controlled."""
-    from jaxtrust.safety import basis_overlap_table, gradient_cosine, spectrum_table
-
     graphdef, params, rest = nnx.split(aligned, nnx.Param, ...)
     seq_len = config.zoo.seq_len
 
     def grads_of(examples):
-        b = world.batch(examples, seq_len=seq_len)
-        batch = {
-            "tokens": jnp.asarray(b.tokens),
-            "attention_mask": jnp.asarray(b.attention_mask),
-            "loss_mask": jnp.asarray(b.loss_mask),
-        }
-        return jax.grad(lambda p: _lm_loss_of(nnx.merge(graphdef, p, rest), batch)[0])(params)
+        batch = world.batch(examples, seq_len=seq_len).as_dict()
+        return jax.grad(lambda p: lm_batch_loss(nnx.merge(graphdef, p, rest), batch)[0])(params)
 
     forbidden = world.requests(64, category="forbidden", split="train", seed=seed + 5)
     safety_many = world.refusal_examples(forbidden, seed=seed)
@@ -412,8 +310,6 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from jaxtrust.zoo import aligned_model, base_model
 
     seeds = [ctx.seed + i for i in range(config.num_seeds)]
     per_seed: dict[str, dict[str, list[dict[str, float]]]] = {
@@ -563,7 +459,7 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
         metrics["geometry"] = geometry
     all_tables = [main, claim_table, *tables]
     if config.real_model:
-        from jaxtrust.experiments._spf_real import RealSPFConfig, run_real_spf
+        from jaxtrust.safety.spf.real import RealSPFConfig, run_real_spf
 
         real = run_real_spf(RealSPFConfig(), ctx)
         metrics["real_model"] = real.metrics

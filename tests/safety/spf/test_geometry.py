@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrust.safety import (
+from jaxtrust.safety.spf import (
     basis_overlap_table,
     basis_svd,
     effective_rank,

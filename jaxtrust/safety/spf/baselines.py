@@ -8,8 +8,10 @@
   scalar constraint over all selected parameters; SafeGrad-like).
 * :func:`safe_lora_project` — Safe LoRA (Hsu et al., NeurIPS 2024), applied post hoc to a full
   fine-tuning delta: per weight matrix the "alignment matrix" ``V = W_aligned - W_base`` gives
-  the projector ``C = V V^T / ||V||_F`` (the paper's exact form), and a layer's fine-tuning delta
-  ``dW`` is replaced by ``C dW`` when ``cos(C dW, dW) < threshold``. Chosen over Lisa because it
+  the projector ``C = V V^T / ||V||_F`` over the matrix's *output* space (the paper's exact
+  form, written for torch's ``[out, in]`` weights), and a layer's fine-tuning delta ``dW`` is
+  replaced by ``C dW`` when ``cos(C dW, dW) < threshold``. Flax kernels are ``[in, out]``, so
+  here ``C = V^T V / ||V||_F`` acts on the right: ``dW C``. Chosen over Lisa because it
   needs no alignment data during fine-tuning (the user's setting of the SPF paper) and the zoo
   keeps the base model the alignment started from, which is exactly what Safe LoRA needs.
 
@@ -25,8 +27,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
-from jaxtrust.safety._spf import _flatten, _is_variable, _unwrap, path_name, rebuild_like, spf
+from jaxtrust.safety.spf.transform import (
+    _flatten,
+    _is_variable,
+    _unwrap,
+    path_name,
+    rebuild_like,
+    spf,
+)
 
 
 class RandomSubspaceState(NamedTuple):
@@ -142,7 +152,11 @@ def pcgrad_full(
         flat_u, treedef = _flatten(updates)
         flat_s, s_treedef = _flatten(safety_grads)
         if treedef != s_treedef or [p for p, _ in flat_u] != [p for p, _ in flat_s]:
-            raise ValueError("safety_grads must have the same tree structure as the updates")
+            raise ValueError(
+                "safety_grads must have the same tree structure as the updates (inside "
+                "optax.masked or optax.multi_transform, pass mask_compatible_extra_args=True so "
+                "that safety_grads is masked like the updates)"
+            )
         dot = jnp.zeros((), jnp.float32)
         norm2 = jnp.zeros((), jnp.float32)
         chosen = []
@@ -173,9 +187,11 @@ def pcgrad_full(
 def _safe_lora_matrix(
     delta: jax.Array, alignment: jax.Array, threshold: float
 ) -> tuple[jax.Array, jax.Array]:
+    # flax kernels are [in, out]: the output space of the layer is the kernel's column axis, so
+    # torch's C = V V^T (on [out, in]) is V^T V here, applied on the right
     norm = jnp.linalg.norm(alignment)
-    projector = alignment @ alignment.T / jnp.maximum(norm, 1e-12)
-    projected = projector @ delta
+    projector = alignment.T @ alignment / jnp.maximum(norm, 1e-12)
+    projected = delta @ projector
     cos = jnp.vdot(projected, delta) / jnp.maximum(
         jnp.linalg.norm(projected) * jnp.linalg.norm(delta), 1e-12
     )
@@ -195,8 +211,9 @@ def safe_lora_project(
 
     For each selected kernel ``W`` (stacked ``[layers, in, out]`` leaves per layer): the
     alignment matrix ``V = W_aligned - W_base`` (``[in, out]``), the projector
-    ``C = V V^T / ||V||_F`` over the input space, the delta ``dW = W_finetuned - W_aligned``,
-    and ``W <- W_aligned + C dW`` where ``cos(C dW, dW) < threshold`` (the layers whose
+    ``C = V^T V / ||V||_F`` over the output space (torch's ``V V^T`` for ``[out, in]``), the
+    delta ``dW = W_finetuned - W_aligned``, and ``W <- W_aligned + dW C`` where
+    ``cos(dW C, dW) < threshold`` (the layers whose
     fine-tuning update left the alignment subspace), else unchanged.
 
     Args:
@@ -248,3 +265,33 @@ def safe_lora_project(
         ]
         out.append(a_arr + new_delta)
     return jax.tree.unflatten(treedef, out), info
+
+
+def safe_lora(
+    finetuned: Any,
+    aligned: Any,
+    base: Any,
+    *,
+    threshold: float = 0.35,
+    include: str = r"layers/.*(proj)/kernel$",
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`safe_lora_project` on three NNX models; returns ``(projected model, info)``.
+
+    Args:
+      finetuned, aligned, base: modules of the same graph (e.g. three ``CausalLM``).
+      threshold, include: as :func:`safe_lora_project`.
+
+    Returns:
+      a new module with the projected parameters (the inputs are untouched) and the info dict.
+    """
+    graphdef, params, rest = nnx.split(finetuned, nnx.Param, ...)
+    projected, info = safe_lora_project(
+        nnx.to_pure_dict(params),
+        nnx.to_pure_dict(nnx.state(aligned, nnx.Param)),
+        nnx.to_pure_dict(nnx.state(base, nnx.Param)),
+        threshold=threshold,
+        include=include,
+    )
+    params = jax.tree.map(lambda x: x, params)
+    nnx.replace_by_pure_dict(params, projected)
+    return nnx.merge(graphdef, params, rest), info

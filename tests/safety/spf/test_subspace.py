@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxtrust.safety import _subspace as sub
+from jaxtrust.safety.spf import subspace as sub
 
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)
 

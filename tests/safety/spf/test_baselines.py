@@ -12,8 +12,8 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxtrust.safety import spf
-from jaxtrust.safety.baselines import pcgrad_full, random_subspace, safe_lora_project
+from jaxtrust.safety.spf import spf
+from jaxtrust.safety.spf.baselines import pcgrad_full, random_subspace, safe_lora_project
 
 
 def _tree(seed, shapes=(("a", (6, 4)), ("b", (5,)), ("skip", (3, 3)))):
@@ -106,9 +106,10 @@ def test_safe_lora_projection_matches_numpy():
     out, info = safe_lora_project(finetuned, aligned, base, threshold=1.0)
     w_f, w_a, w_b = (t["layers"]["q_proj"]["kernel"] for t in (finetuned, aligned, base))
     for layer in range(2):
-        v = w_a[layer] - w_b[layer]
+        # the paper's code in torch's [out, in] layout: C = V V^T / ||V||_F, W <- W_a + C dW
+        v = (w_a[layer] - w_b[layer]).T
         c = v @ v.T / np.linalg.norm(v)
-        expected = w_a[layer] + c @ (w_f[layer] - w_a[layer])
+        expected = (w_a[layer].T + c @ (w_f[layer] - w_a[layer]).T).T
         np.testing.assert_allclose(
             out["layers"]["q_proj"]["kernel"][layer], expected, rtol=1e-4, atol=1e-4
         )
@@ -121,3 +122,35 @@ def test_safe_lora_projection_matches_numpy():
     )
     with pytest.raises(ValueError, match="threshold"):
         safe_lora_project(finetuned, aligned, base, threshold=1.5)
+
+
+def test_safe_lora_projects_the_output_space_of_a_flax_kernel():
+    # V = u e1^T ([in, out]): the alignment moved only output unit 0. A fine-tuning delta that
+    # also writes only output unit 0 (dW = w e1^T) lies in the alignment subspace and must be
+    # kept; a projector over the *input* space would rotate it onto u and project it away.
+    rng = np.random.default_rng(0)
+    d_in, d_out = 8, 5
+    u, w = rng.normal(size=d_in), rng.normal(size=d_in)
+    e1 = np.eye(d_out)[0]
+    base = {"q_proj": {"kernel": rng.normal(size=(d_in, d_out)).astype(np.float32)}}
+    aligned = {"q_proj": {"kernel": base["q_proj"]["kernel"] + np.outer(u, e1).astype(np.float32)}}
+    delta = np.outer(w, e1).astype(np.float32)
+    finetuned = {"q_proj": {"kernel": aligned["q_proj"]["kernel"] + delta}}
+    out, info = safe_lora_project(
+        finetuned, aligned, base, threshold=0.5, include="q_proj", stacked=False
+    )
+    assert info["cosine"]["q_proj/kernel"][0] == pytest.approx(1.0, abs=1e-5)
+    assert info["projected"] == []
+    np.testing.assert_allclose(out["q_proj"]["kernel"], finetuned["q_proj"]["kernel"], rtol=1e-6)
+    # a delta on another output unit leaves the subspace: cosine 0, projected to nothing
+    other = np.outer(w, np.eye(d_out)[1]).astype(np.float32)
+    out2, info2 = safe_lora_project(
+        {"q_proj": {"kernel": aligned["q_proj"]["kernel"] + other}},
+        aligned,
+        base,
+        threshold=0.5,
+        include="q_proj",
+        stacked=False,
+    )
+    assert info2["projected"] == [("q_proj/kernel", 0)]
+    np.testing.assert_allclose(out2["q_proj"]["kernel"], aligned["q_proj"]["kernel"], atol=1e-6)
