@@ -38,10 +38,11 @@ $(STAMP_FHE): pyproject.toml Makefile
 	$(PY_FHE) -c "import jax, numpy, concrete.fhe; print('fhe env: jax', jax.__version__, 'numpy', numpy.__version__)"
 	touch $@
 
-# The demo is the foundation's end-to-end job (about a minute); `make demo-all` runs every
-# registered experiment's quick preset (about half an hour on 2 cores; secpe uses .venv-fhe).
+# The demo is the library's headline job: the zoo's aligned model (built on first use) fine-tuned
+# for a long benign run with and without SPF, refusal over steps in runs/demo/report.md (a few
+# minutes on 2 cores from a cold cache). `make demo-all` runs every experiment's quick preset.
 demo: $(STAMP)
-	$(VENV)/bin/jaxtrust reproduce lm --preset $(PRESET) --out $(OUT)
+	$(VENV)/bin/jaxtrust reproduce spf --preset demo --out $(OUT)
 
 demo-all: setup
 	$(VENV)/bin/jaxtrust reproduce all --preset $(PRESET) --out $(OUT)-all

@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run a registered experiment (or 'all') and write metrics.json, report.md, plots",
     )
     rep.add_argument("name", help="experiment name, or 'all' (see `jaxtrust list`)")
-    rep.add_argument("--preset", choices=("quick", "full"), default="quick")
+    rep.add_argument(
+        "--preset", default="quick", help="quick | full (| demo where an experiment has one)"
+    )
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument(
         "--out", default=None, help="output directory (default runs/NAME-PRESET-seedS)"

@@ -250,11 +250,13 @@ def run_experiment(
     ``metrics.json`` holds the experiment's own metrics at top level (the schema each method's
     issue specifies) plus a ``_run`` entry with the config, seed and environment.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     experiment = get_experiment(name)
+    if preset not in experiment.presets:
+        raise ValueError(
+            f"preset must be one of {tuple(experiment.presets)} for {name!r}, got {preset!r}"
+        )
     config = apply_overrides(experiment.presets[preset], overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

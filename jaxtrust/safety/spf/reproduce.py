@@ -78,6 +78,8 @@ class SPFExperimentConfig:
     eval_examples: int = 40
     geometry: bool = True
     real_model: bool = False
+    trajectory_every: int = 0  # > 0: evaluate every N fine-tuning steps (refusal over steps)
+    trajectory_examples: int = 20
 
     def __post_init__(self):
         for name in self.attacks:
@@ -88,6 +90,8 @@ class SPFExperimentConfig:
                 raise ValueError(f"unknown method {name!r}; known: {METHODS}")
         if self.placement not in ("pre_adam", "post_adam"):
             raise ValueError(f"placement must be 'pre_adam' or 'post_adam', got {self.placement!r}")
+        if self.trajectory_every < 0:
+            raise ValueError(f"trajectory_every must be >= 0, got {self.trajectory_every}")
         for name in (
             "num_seeds",
             "train_examples",
@@ -104,6 +108,18 @@ class SPFExperimentConfig:
 
 PRESETS = {
     "quick": SPFExperimentConfig(),
+    # the library's headline job (`make demo`): the aligned zoo model fine-tuned for a long
+    # benign run with and without SPF, refusal plotted over the steps; one seed, minutes
+    "demo": SPFExperimentConfig(
+        num_seeds=1,
+        attacks=("deep",),
+        methods=("sft", "spf"),
+        deep_steps=300,
+        eval_examples=40,
+        geometry=False,
+        trajectory_every=50,
+        trajectory_examples=16,
+    ),
     "full": SPFExperimentConfig(
         num_seeds=5,
         train_examples=1000,
@@ -152,7 +168,7 @@ def _transform(method: str, config: SPFExperimentConfig, seed: int) -> optax.Gra
     return optax.chain(projection, optax.adamw(lr, weight_decay=0.0))
 
 
-def run_finetune(model, pool, safety, *, method: str, steps: int, config, seed: int):
+def run_finetune(model, pool, safety, *, method: str, steps: int, config, seed: int, eval_fn=None):
     """Fine-tune a copy of ``model`` on ``pool`` with ``method``'s transform; returns the model.
 
     The safety example travels in the batch (``safety_*`` keys), so one compiled step per
@@ -182,8 +198,17 @@ def run_finetune(model, pool, safety, *, method: str, steps: int, config, seed: 
         extra_args_fn=safety_extra_args(graphdef) if needs_safety else None,
         extra_batch=safety_batch(safety) if needs_safety else None,
         step_key=recipe,
+        eval_fn=eval_fn,
+        eval_every=max(1, config.trajectory_every),
     )
-    return result.model
+    if eval_fn is None:
+        return result.model
+    trajectory = [{"step": 0, **eval_fn(model)}] + [
+        {"step": int(h["step"]), **{k[5:]: v for k, v in h.items() if k.startswith("eval_")}}
+        for h in result.history
+        if any(k.startswith("eval_") for k in h)
+    ]
+    return result.model, trajectory
 
 
 def run_method(method, attack, *, aligned, base, world, safety, config, seed) -> dict[str, float]:
@@ -191,7 +216,17 @@ def run_method(method, attack, *, aligned, base, world, safety, config, seed) ->
     steps = config.deep_steps if attack == "deep" else config.steps
     extra: dict[str, Any] = {}
     tune = "sft" if method in ("safe_lora", "oneshot") else method
-    model = run_finetune(aligned, pool, safety, method=tune, steps=steps, config=config, seed=seed)
+    eval_fn = None
+    if config.trajectory_every > 0 and method not in ("safe_lora", "oneshot"):
+
+        def eval_fn(m):
+            return safety_summary(m, world, n=config.trajectory_examples, seed=30_000)
+
+    model = run_finetune(
+        aligned, pool, safety, method=tune, steps=steps, config=config, seed=seed, eval_fn=eval_fn
+    )
+    if eval_fn is not None:
+        model, extra["trajectory"] = model
     if method == "safe_lora":
         model, info = safe_lora(model, aligned, base, threshold=config.safe_lora_threshold)
         extra["projected_matrices"] = len(info["projected"])
@@ -354,7 +389,7 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
             for key in ("refusal_rate", "utility", "over_refusal", "refusal_heldout_both"):
                 mean, std = _mean_std([r[key] for r in rs])
                 entry[key], entry[f"{key}_std"] = mean, std
-            entry["per_seed"] = rs
+            entry["per_seed"] = [{k: v for k, v in r.items() if k != "trajectory"} for r in rs]
             runs[attack][method] = entry
     aligned_mean = {k: float(np.mean([a[k] for a in aligned_scores])) for k in aligned_scores[0]}
 
@@ -434,6 +469,36 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
     axes[-1].legend(fontsize=7, loc="lower right")
     ctx.save_figure(fig, "refusal_vs_utility")
 
+    trajectories = {
+        attack: {
+            method: [r["trajectory"] for r in per_seed[attack][method] if "trajectory" in r]
+            for method in config.methods
+        }
+        for attack in config.attacks
+    }
+    if config.trajectory_every > 0:
+        fig, axes = plt.subplots(
+            1, len(config.attacks), figsize=(4 * len(config.attacks), 3.2), sharey=True
+        )
+        for ax, attack in zip(np.atleast_1d(axes), config.attacks, strict=True):
+            for method, runs_of in trajectories[attack].items():
+                for i, traj in enumerate(runs_of):
+                    ax.plot(
+                        [t["step"] for t in traj],
+                        [t["refusal_rate"] for t in traj],
+                        marker="o",
+                        ms=3,
+                        color=f"C{config.methods.index(method)}",
+                        label=method if i == 0 else None,
+                    )
+            ax.set_title(f"{attack}: refusal during fine-tuning")
+            ax.set_xlabel("fine-tuning step")
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        np.atleast_1d(axes)[0].set_ylabel("refusal rate (held-out forbidden prompts)")
+        ctx.save_figure(fig, "refusal_over_steps")
+
     metrics: dict[str, Any] = {
         "aligned": {
             "refusal_rate": aligned_mean["refusal_rate"],
@@ -443,6 +508,7 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
         },
         "seeds": seeds,
         "runs": runs,
+        "trajectories": trajectories if config.trajectory_every > 0 else {},
         "claim": {
             attack: {"holds_per_seed": v, "holds_all_seeds": all(v)} for attack, v in claims.items()
         },
