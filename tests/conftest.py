@@ -37,6 +37,8 @@ RUNTIME_CHECKED = (
     "jaxtrust.safety._geometry",
     "jaxtrust.zoo",
     "jaxtrust.eval",
+    "jaxtrust.privacy.secpe",
+    "jaxtrust.fhe",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook

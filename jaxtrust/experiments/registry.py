@@ -23,7 +23,7 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "spf": "jaxtrust.experiments.spf",
     "oneshot": "jaxtrust.experiments.oneshot",
     "actapprox": "jaxtrust.experiments.actapprox",
-    "secpe": "jaxtrust.experiments.secpe",
+    "secpe": "jaxtrust.privacy.secpe.reproduce",
 }
 
 PRESETS = ("quick", "full")
