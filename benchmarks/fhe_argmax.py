@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import append_results, markdown_table  # noqa: E402
 
 from jaxtrust.fhe import DEFAULT_ARGMAX_VARIANT, NAIVE_ARGMAX_VARIANT, parse_variant  # noqa: E402
-from jaxtrust.fhe._subprocess import delegate, fhe_python  # noqa: E402
+from jaxtrust.fhe.delegation import delegate  # noqa: E402
+from jaxtrust.fhe.environment import find_python  # noqa: E402
 
 VARIANTS = (
     NAIVE_ARGMAX_VARIANT,
@@ -99,7 +100,7 @@ def main() -> None:
     bits_list = args.bits or ([4] if args.quick else [4, 6, 8])
     for v in args.variants:
         parse_variant(v)
-    if fhe_python() is None:
+    if find_python(required=False) is None:
         raise SystemExit(
             "no fhe environment (.venv-fhe or $JAXTRUST_FHE_PYTHON): see jaxtrust.fhe.require_concrete"
         )
@@ -205,7 +206,7 @@ def main() -> None:
 
     # The goal check: the default against naive at k >= 8.
     notes = [
-        f"Default variant `{DEFAULT_ARGMAX_VARIANT}`; naive baseline `{NAIVE_ARGMAX_VARIANT}`; m = {args.prompts} prompts summed in the circuit; {args.inputs} inputs per cell (random + all-tied + many-tied), run s = median; cell cap {args.cell_timeout:.0f} s (compile + keygen + runs, fresh process); fhe python {fhe_python()}."
+        f"Default variant `{DEFAULT_ARGMAX_VARIANT}`; naive baseline `{NAIVE_ARGMAX_VARIANT}`; m = {args.prompts} prompts summed in the circuit; {args.inputs} inputs per cell (random + all-tied + many-tied), run s = median; cell cap {args.cell_timeout:.0f} s (compile + keygen + runs, fresh process); fhe python {find_python()}."
     ]
     for (variant, k, bits), r in sorted(by_cell.items(), key=lambda x: (x[0][2], x[0][1])):
         if variant == DEFAULT_ARGMAX_VARIANT and k >= 8:

@@ -27,10 +27,15 @@ def info() -> dict:
     import jax
 
     from jaxtrust import __version__
-    from jaxtrust.fhe import concrete_available, concrete_versions
+    from jaxtrust.fhe import concrete_available, concrete_versions, environment_status
 
+    # A backend that is not importable here may still run by delegation to its own environment.
+    fhe_env, ckks_env = environment_status("fhe"), environment_status("ckks")
     backends = {
         "fhe (concrete)": concrete_available(),
+        "fhe delegation": fhe_env["python"] if fhe_env["delegation"] else False,
+        "ckks (openfhe)": ckks_env["in_process"],
+        "ckks delegation": ckks_env["python"] if ckks_env["delegation"] else False,
         "torch": importlib.util.find_spec("torch") is not None,
         "transformers": importlib.util.find_spec("transformers") is not None,
         "tfds": importlib.util.find_spec("tensorflow_datasets") is not None,
@@ -73,7 +78,10 @@ def _print_info(as_json: bool) -> None:
         print(f"  {d}")
     print("optional backends")
     for k, v in data["backends"].items():
-        print(f"  {k:18s} {'available' if v else 'not installed'}")
+        shown = (
+            f"available via {v}" if isinstance(v, str) else "available" if v else "not installed"
+        )
+        print(f"  {k:18s} {shown}")
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ RUNTIME_CHECKED = (
     "jaxtrust.safety.spf",
     "jaxtrust.zoo",
     "jaxtrust.eval",
+    "jaxtrust.privacy.secpe",
+    "jaxtrust.fhe",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook

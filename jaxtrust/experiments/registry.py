@@ -23,7 +23,7 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "spf": "jaxtrust.safety.spf.reproduce",
     "oneshot": "jaxtrust.safety.recovery.reproduce",
     "actapprox": "jaxtrust.experiments.actapprox",
-    "secpe": "jaxtrust.experiments.secpe",
+    "secpe": "jaxtrust.privacy.secpe.reproduce",
 }
 
 PRESETS = ("quick", "full")

@@ -6,7 +6,9 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import time
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -30,11 +32,24 @@ def concrete_available() -> bool:
 
 
 def require_concrete() -> ModuleType:
-    """Import and return ``concrete.fhe``, or raise :class:`ConcreteUnavailableError` with the fix."""
+    """Import and return ``concrete.fhe``, or raise :class:`ConcreteUnavailableError` with the
+    fix."""
     try:
         return importlib.import_module("concrete.fhe")
     except ImportError as err:  # also pkg_resources missing with setuptools >= 81
         raise ConcreteUnavailableError(f"{INSTALL_HINT} (import failed: {err})") from err
+
+
+def insecure_key_cache_options(key_cache_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """``fhe.Configuration`` options of Concrete's *insecure* key cache (tests only: the same
+    keys every run, which is unsafe for real data); empty when ``key_cache_dir`` is None."""
+    if key_cache_dir is None:
+        return {}
+    return {
+        "enable_unsafe_features": True,
+        "use_insecure_key_cache": True,
+        "insecure_key_cache_location": str(key_cache_dir),
+    }
 
 
 def concrete_versions() -> dict[str, str]:
@@ -69,8 +84,6 @@ def encrypted_max_smoke(
       The decrypted maximum and a dict of timings in seconds (compile, keygen, encrypt, run,
       decrypt).
     """
-    import time
-
     values = np.asarray(values)
     if values.ndim != 1 or values.shape[0] < 2:
         raise ValueError(f"values must be a 1-D array of length >= 2, got shape {values.shape}")
@@ -89,14 +102,7 @@ def encrypted_max_smoke(
     def circuit_max(x):
         return np.max(x)
 
-    config_kwargs = {}
-    if key_cache_dir is not None:
-        config_kwargs = dict(
-            enable_unsafe_features=True,
-            use_insecure_key_cache=True,
-            insecure_key_cache_location=str(key_cache_dir),
-        )
-    configuration = fhe.Configuration(**config_kwargs)
+    configuration = fhe.Configuration(**insecure_key_cache_options(key_cache_dir))
     rng = np.random.default_rng(0)
     inputset = [rng.integers(0, 2**bits, size=k) for _ in range(32)]
     inputset += [np.zeros(k, dtype=np.int64), np.full(k, 2**bits - 1, dtype=np.int64)]

@@ -1,4 +1,5 @@
-"""The client side of the encrypted ensemble argmax: quantize, encrypt, decrypt; holds the secret key.
+"""The client side of the encrypted ensemble argmax: quantize, encrypt, decrypt; holds the secret
+key.
 
 See :mod:`jaxtrust.fhe.server` for the protocol. Only :meth:`ArgmaxClient.evaluation_keys`,
 :meth:`ArgmaxClient.encrypt` outputs leave the client; the secret key is never serialized by this
@@ -12,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxtrust.fhe import _messages
 from jaxtrust.fhe._backend import require_concrete
-from jaxtrust.fhe.argmax import check_quantized, decode_output, parse_variant, quantize_scores
+from jaxtrust.fhe._messages import digest, pack, unpack
+from jaxtrust.fhe.circuits import decode_output, parse_variant
+from jaxtrust.fhe.quantize import check_quantized, quantize_scores
 
 
 class ArgmaxClient:
@@ -32,7 +34,7 @@ class ArgmaxClient:
 
     def __init__(self, client_specs: bytes, *, key_cache_dir: str | os.PathLike | None = None):
         fhe = require_concrete()
-        header, payload = _messages.unpack(client_specs, "client_specs")
+        header, payload = unpack(client_specs, "client_specs")
         self._fhe = fhe
         self.prompts, self.classes, self.bits = (
             int(header["prompts"]),
@@ -42,7 +44,7 @@ class ArgmaxClient:
         self.variant = header["variant"]
         self.structure, _ = parse_variant(self.variant)
         self.circuit_id = header["circuit_id"]
-        if _messages.digest(payload) != self.circuit_id:
+        if digest(payload) != self.circuit_id:
             raise ValueError("client specs do not match their circuit id (corrupt message)")
         specs = fhe.ClientSpecs.deserialize(payload)
         cache = None if key_cache_dir is None else str(key_cache_dir)
@@ -54,7 +56,7 @@ class ArgmaxClient:
         """Generate the secret and evaluation keys (minutes and GBs at 8 bits)."""
         self._client.keys.generate()
         self._evaluation_keys = self._client.evaluation_keys.serialize()
-        self.key_id = _messages.digest(self._evaluation_keys)
+        self.key_id = digest(self._evaluation_keys)
         return self
 
     def _require_keys(self) -> None:
@@ -64,14 +66,15 @@ class ArgmaxClient:
     def evaluation_keys(self) -> bytes:
         """The public evaluation keys, for the server (no secret material)."""
         self._require_keys()
-        return _messages.pack(
+        return pack(
             "evaluation_keys",
             {"circuit_id": self.circuit_id, "key_id": self.key_id},
             self._evaluation_keys,
         )
 
     def quantize(self, scores: np.ndarray) -> np.ndarray:
-        """:func:`~jaxtrust.fhe.argmax.quantize_scores` for this circuit's bit width; [n, m, k] ints."""
+        """:func:`~jaxtrust.fhe.quantize.quantize_scores` for this circuit's bit width; [n, m, k]
+        ints."""
         return quantize_scores(scores, self.bits)[0]
 
     def encrypt(self, quantized: np.ndarray) -> bytes:
@@ -80,20 +83,22 @@ class ArgmaxClient:
         q = check_quantized(quantized, prompts=self.prompts, classes=self.classes, bits=self.bits)
         if q.ndim != 2:
             raise ValueError(
-                f"encrypt takes one input of shape (m={self.prompts}, k={self.classes}), got {q.shape}"
+                f"encrypt takes one input of shape (m={self.prompts}, k={self.classes}), got "
+                f"{q.shape}"
             )
         value = self._client.encrypt(q)
-        return _messages.pack(
+        return pack(
             "input", {"circuit_id": self.circuit_id, "key_id": self.key_id}, value.serialize()
         )
 
     def decrypt(self, message: bytes) -> int:
         """Decrypt an output message to the class index (lowest index among ties)."""
         self._require_keys()
-        header, payload = _messages.unpack(message, "output")
+        header, payload = unpack(message, "output")
         if header.get("key_id") != self.key_id or header.get("circuit_id") != self.circuit_id:
             raise ValueError(
-                f"output was computed under key set {header.get('key_id')}, this client holds {self.key_id}"
+                f"output was computed under key set {header.get('key_id')}, this client holds "
+                f"{self.key_id}"
             )
         out: Any = self._client.decrypt(self._fhe.Value.deserialize(payload))
         return decode_output(out, self.structure)

@@ -1,6 +1,6 @@
 """The server side of the encrypted ensemble argmax: compiled circuit + evaluation keys only.
 
-Deployment (SecPE's split, in TFHE; Concrete's ``docs/guides/deploy.md`` API):
+Deployment (SecPE's split, in TFHE; the client/server API of Concrete's deployment guide):
 
 1. dev: :func:`build_deployment` compiles the sum-then-argmax circuit for (m prompts, k classes,
    bits, variant) and saves ``server.zip`` + ``manifest.json`` (no keys exist yet).
@@ -21,9 +21,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jaxtrust.fhe import _messages
 from jaxtrust.fhe._backend import require_concrete
-from jaxtrust.fhe.argmax import DEFAULT_ARGMAX_VARIANT, circuit_stats, compile_argmax, parse_variant
+from jaxtrust.fhe._messages import digest, pack, unpack
+from jaxtrust.fhe.circuits import (
+    DEFAULT_ARGMAX_VARIANT,
+    circuit_stats,
+    compile_argmax,
+    parse_variant,
+)
 
 SERVER_FILE = "server.zip"
 MANIFEST_FILE = "manifest.json"
@@ -58,7 +63,8 @@ def build_deployment(
 
 
 class ArgmaxServer:
-    """Holds the compiled circuit and (once sent) the client's evaluation keys; never a secret key."""
+    """Holds the compiled circuit and (once sent) the client's evaluation keys; never a secret
+    key."""
 
     def __init__(self, server: Any, manifest: dict[str, Any]):
         self._fhe = require_concrete()
@@ -66,7 +72,7 @@ class ArgmaxServer:
         self.manifest = manifest
         self.structure, self.strategy = parse_variant(manifest["variant"])
         self._specs = server.client_specs.serialize()
-        self.circuit_id = _messages.digest(self._specs)
+        self.circuit_id = digest(self._specs)
         self._evaluation_keys = None
         self.key_id: str | None = None
 
@@ -90,43 +96,50 @@ class ArgmaxServer:
         return dict(self.manifest.get("stats", {}))
 
     def client_specs(self) -> bytes:
-        """What the client needs to generate keys and encrypt: Concrete's client specs + manifest."""
+        """What the client needs to generate keys and encrypt: Concrete's client specs +
+        manifest."""
         header = {key: self.manifest[key] for key in ("prompts", "classes", "bits", "variant")}
-        return _messages.pack(
+        return pack(
             "client_specs",
             {**header, "circuit_id": self.circuit_id},
             self._specs.encode() if isinstance(self._specs, str) else self._specs,
         )
 
     def set_evaluation_keys(self, message: bytes) -> None:
-        """Install the client's evaluation keys (a message from ``ArgmaxClient.evaluation_keys``)."""
-        header, payload = _messages.unpack(message, "evaluation_keys")
+        """Install the client's evaluation keys (a message from
+        ``ArgmaxClient.evaluation_keys``)."""
+        header, payload = unpack(message, "evaluation_keys")
         if header.get("circuit_id") != self.circuit_id:
             raise ValueError(
-                f"evaluation keys were generated for circuit {header.get('circuit_id')}, this server runs circuit {self.circuit_id}"
+                f"evaluation keys were generated for circuit {header.get('circuit_id')}, this "
+                f"server runs circuit {self.circuit_id}"
             )
         self._evaluation_keys = self._fhe.EvaluationKeys.deserialize(payload)
         self.key_id = header["key_id"]
 
     def run(self, message: bytes) -> bytes:
-        """Sum over prompts and argmax on an encrypted input message; returns the encrypted output message."""
-        header, payload = _messages.unpack(message, "input")
+        """Sum over prompts and argmax on an encrypted input message; returns the encrypted output
+        message."""
+        header, payload = unpack(message, "input")
         if self._evaluation_keys is None:
             raise KeyError(
-                "no evaluation keys on this server: call set_evaluation_keys with the client's keys first"
+                "no evaluation keys on this server: call set_evaluation_keys with the client's "
+                "keys first"
             )
         if header.get("circuit_id") != self.circuit_id:
             raise ValueError(
-                f"ciphertext was made for circuit {header.get('circuit_id')}, this server runs circuit {self.circuit_id} (k, m, bits or variant differ)"
+                f"ciphertext was made for circuit {header.get('circuit_id')}, this server runs "
+                f"circuit {self.circuit_id} (k, m, bits or variant differ)"
             )
         if header.get("key_id") != self.key_id:
             raise ValueError(
-                f"ciphertext was encrypted under key set {header.get('key_id')}, but this server holds evaluation keys {self.key_id}: "
+                f"ciphertext was encrypted under key set {header.get('key_id')}, but this server "
+                f"holds evaluation keys {self.key_id}: "
                 "the client must send its own evaluation keys"
             )
         result = self._server.run(
             self._fhe.Value.deserialize(payload), evaluation_keys=self._evaluation_keys
         )
-        return _messages.pack(
+        return pack(
             "output", {"circuit_id": self.circuit_id, "key_id": self.key_id}, result.serialize()
         )

@@ -15,54 +15,23 @@ projection, and the argmax agreement with it (and the accuracy drop when labels 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any
 
 import numpy as np
-from jaxtyping import Float
 
-from jaxtrust.fhe._backend import concrete_available, require_concrete
+from jaxtrust.fhe._backend import insecure_key_cache_options, require_concrete
+from jaxtrust.fhe.registry import entry_point
+from jaxtrust.fhe.results import EncryptedVerbalizerResult
 
-
-@dataclasses.dataclass
-class EncryptedVerbalizerResult:
-    """Outcome of :func:`encrypted_verbalizer`.
-
-    Attributes:
-      scores: de-quantized FHE scores, hidden's leading shape + [k].
-      float_scores: ``hidden @ weights.T + bias`` in float64, same shape.
-      argmax_agreement: fraction of rows whose FHE argmax equals the float argmax.
-      accuracy_loss: float accuracy minus FHE accuracy against ``labels`` when given, else
-        ``1 - argmax_agreement``.
-      max_abs_error: max |scores - float_scores|.
-      stats: n_bits, fhe mode, compile/keygen/run seconds, pbs, max_bit_width.
-    """
-
-    scores: np.ndarray
-    float_scores: np.ndarray
-    argmax_agreement: float
-    accuracy_loss: float
-    max_abs_error: float
-    stats: dict[str, Any]
-
-    def to_payload(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        meta = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name not in ("scores", "float_scores")
-        }
-        return {"scores": self.scores, "float_scores": self.float_scores}, meta
-
-    @classmethod
-    def from_payload(
-        cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]
-    ) -> EncryptedVerbalizerResult:
-        return cls(scores=arrays["scores"], float_scores=arrays["float_scores"], **meta)
+__all__ = ["check_inputs", "run_encrypted_verbalizer"]
 
 
-def _check(hidden: Any, weights: Any, bias: Any, labels: Any, n_bits: int, fhe_mode: str):
+def check_inputs(
+    hidden: Any, weights: Any, bias: Any, labels: Any, n_bits: int, fhe_mode: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Validate and convert the arguments of :func:`jaxtrust.fhe.encrypted_verbalizer`."""
     hidden = np.asarray(hidden, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     if hidden.ndim < 2:
@@ -71,7 +40,8 @@ def _check(hidden: Any, weights: Any, bias: Any, labels: Any, n_bits: int, fhe_m
         )
     if weights.ndim != 2 or weights.shape[0] < 2 or weights.shape[1] != hidden.shape[-1]:
         raise ValueError(
-            f"weights must have shape [k >= 2, d={hidden.shape[-1]}] (label-word rows), got {weights.shape}"
+            f"weights must have shape [k >= 2, d={hidden.shape[-1]}] (label-word rows), got "
+            f"{weights.shape}"
         )
     if bias is not None:
         bias = np.asarray(bias, dtype=np.float64)
@@ -101,53 +71,21 @@ def _check(hidden: Any, weights: Any, bias: Any, labels: Any, n_bits: int, fhe_m
     return hidden, weights, bias, labels
 
 
-def encrypted_verbalizer(
-    hidden: Float[np.ndarray, "*batch d"],
-    weights: Float[np.ndarray, "k d"],
-    bias: Float[np.ndarray, " k"] | None = None,
+def run_encrypted_verbalizer(
+    hidden: np.ndarray,
+    weights: np.ndarray,
+    bias: np.ndarray | None = None,
     *,
     labels: np.ndarray | None = None,
     n_bits: int = 6,
     fhe_mode: str = "execute",
     key_cache_dir: str | os.PathLike | None = None,
 ) -> EncryptedVerbalizerResult:
-    """Label-word scores ``hidden @ weights.T + bias`` computed by Concrete-ML over encrypted ``hidden``.
+    """Compile, key-generate and run the quantized verbalizer layer here (needs Concrete-ML).
 
-    Args:
-      hidden: answer hidden states [..., d] (e.g. [n, m, d] for n inputs x m prompts); they also
-        calibrate the post-training quantization.
-      weights: [k, d] label-word (class) rows of the output embedding, e.g.
-        ``jaxtrust.fhe.ensemble.verbalizer_weights``.
-      bias: optional [k].
-      labels: optional true classes [...] for the accuracy drop.
-      n_bits: bits for inputs, weights and outputs of the quantized layer (Concrete-ML ``n_bits``).
-      fhe_mode: ``"execute"`` (real encryption) or ``"simulate"`` (Concrete's exact simulation).
-      key_cache_dir: insecure key cache, tests only.
-
-    Returns:
-      :class:`EncryptedVerbalizerResult`.
-
-    Example:
-      >>> r = encrypted_verbalizer(np.random.randn(4, 16), np.random.randn(2, 16))  # doctest: +SKIP
-      >>> r.scores.shape
-      (4, 2)
+    Args, Returns: as :func:`jaxtrust.fhe.encrypted_verbalizer`, which validates them.
     """
-    hidden, weights, bias, labels = _check(hidden, weights, bias, labels, n_bits, fhe_mode)
-    if not concrete_available():
-        from jaxtrust.fhe._subprocess import delegate
-
-        arrays = {"hidden": hidden, "weights": weights}
-        if bias is not None:
-            arrays["bias"] = bias
-        kwargs = {
-            "labels": None if labels is None else labels.tolist(),
-            "n_bits": int(n_bits),
-            "fhe_mode": fhe_mode,
-            "key_cache_dir": None if key_cache_dir is None else str(key_cache_dir),
-        }
-        out_arrays, meta = delegate("encrypted_verbalizer", arrays, kwargs)
-        return EncryptedVerbalizerResult.from_payload(out_arrays, meta)
-
+    hidden, weights, bias, labels = check_inputs(hidden, weights, bias, labels, n_bits, fhe_mode)
     fhe = require_concrete()
     import torch
     from concrete.ml.torch.compile import compile_torch_model
@@ -159,14 +97,7 @@ def encrypted_verbalizer(
         layer.weight.copy_(torch.as_tensor(weights, dtype=torch.float32))
         if bias is not None:
             layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-    config_kwargs: dict[str, Any] = {}
-    if key_cache_dir is not None:
-        config_kwargs = dict(
-            enable_unsafe_features=True,
-            use_insecure_key_cache=True,
-            insecure_key_cache_location=str(key_cache_dir),
-        )
-    configuration = fhe.Configuration(**config_kwargs)
+    configuration = fhe.Configuration(**insecure_key_cache_options(key_cache_dir))
     t0 = time.perf_counter()
     module = compile_torch_model(
         layer, rows.astype(np.float32), n_bits=int(n_bits), configuration=configuration
@@ -210,3 +141,15 @@ def encrypted_verbalizer(
         max_abs_error=float(np.max(np.abs(scores - float_scores))),
         stats=stats,
     )
+
+
+@entry_point("encrypted_verbalizer")
+def _verbalizer_entry(arrays: dict[str, np.ndarray], kwargs: dict[str, Any]):
+    labels = kwargs.pop("labels", None)
+    return run_encrypted_verbalizer(
+        arrays["hidden"],
+        arrays["weights"],
+        arrays.get("bias"),
+        labels=None if labels is None else np.asarray(labels),
+        **kwargs,
+    ).to_payload()

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxtrust import fhe
-from jaxtrust.fhe import argmax as A
+from jaxtrust.fhe import circuits as A
+from jaxtrust.fhe import quantize as Q
 
 M, K, BITS = 3, 4, 4
 
@@ -22,7 +23,7 @@ def key_cache(tmp_path_factory):
 def tie_heavy_inputs(count: int, seed: int) -> np.ndarray:
     """[count, M, K] per-prompt integers: random, all tied, two-way ties at the top, near-ties."""
     rng = np.random.default_rng(seed)
-    levels = A.levels_for(BITS, M)
+    levels = Q.levels_for(BITS, M)
     q = rng.integers(0, levels + 1, size=(count, M, K))
     q[0::4] = rng.integers(0, 2, size=(len(q[0::4]), M, K))  # tiny values: many exact ties
     q[1] = levels  # all classes tied at the maximum
@@ -81,13 +82,13 @@ def test_quantized_sum_fits_the_bits_and_dequantizes_within_half_a_step(m, k, bi
         (np.array([[["a", "b"]]]), 4, TypeError, "real"),
     ],
 )
-def test_quantize_scores_rejects_bad_input(scores, bits, err, match):
+def test_quantize_scores_rejects_bad_input(scores, bits, err, match, own_error_messages):
     with pytest.raises(err, match=match):
         fhe.quantize_scores(scores, bits)
 
 
 @pytest.mark.smoke
-def test_variant_names_and_bad_variants():
+def test_variant_names_and_bad_variants(own_error_messages):
     assert (
         fhe.DEFAULT_ARGMAX_VARIANT in fhe.ARGMAX_VARIANTS
         and fhe.NAIVE_ARGMAX_VARIANT in fhe.ARGMAX_VARIANTS
@@ -106,17 +107,17 @@ def test_variant_names_and_bad_variants():
 
 
 @pytest.mark.smoke
-def test_check_quantized_names_the_circuit_shape_and_range():
+def test_check_quantized_names_the_circuit_shape_and_range(own_error_messages):
     good = np.zeros((M, K), np.int64)
-    A.check_quantized(good, prompts=M, classes=K, bits=BITS)
+    Q.check_quantized(good, prompts=M, classes=K, bits=BITS)
     with pytest.raises(ValueError, match="k=4"):
-        A.check_quantized(np.zeros((M, K + 1), np.int64), prompts=M, classes=K, bits=BITS)
+        Q.check_quantized(np.zeros((M, K + 1), np.int64), prompts=M, classes=K, bits=BITS)
     with pytest.raises(ValueError, match=r"\[0, 5\]"):
-        A.check_quantized(good + 6, prompts=M, classes=K, bits=BITS)
+        Q.check_quantized(good + 6, prompts=M, classes=K, bits=BITS)
     with pytest.raises(ValueError, match=r"\[0, 5\]"):
-        A.check_quantized(good - 1, prompts=M, classes=K, bits=BITS)
+        Q.check_quantized(good - 1, prompts=M, classes=K, bits=BITS)
     with pytest.raises(TypeError, match="integers"):
-        A.check_quantized(good.astype(float), prompts=M, classes=K, bits=BITS)
+        Q.check_quantized(good.astype(float), prompts=M, classes=K, bits=BITS)
 
 
 # ---- circuits (Concrete) ---------------------------------------------------------------------
@@ -186,7 +187,7 @@ def test_rounded_tree_is_exact_when_the_winner_is_clear():
     circuit = A.compile_argmax(prompts=M, classes=K, bits=BITS, variant="tree_round1")
     rng = np.random.default_rng(0)
     q = rng.integers(0, 3, size=(20, M, K))
-    q[np.arange(20), :, rng.integers(0, K, size=20)] = A.levels_for(BITS, M)  # one class leads
+    q[np.arange(20), :, rng.integers(0, K, size=20)] = Q.levels_for(BITS, M)  # one class leads
     sums = q.sum(axis=1)
     top2 = np.sort(sums, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] >= 4  # a lead of two rounding steps survives rounding 1 LSB

@@ -1,4 +1,5 @@
-"""The FHE backend: an end-to-end Concrete circuit (fhe env) and the no-Concrete path (both envs)."""
+"""The FHE backend: an end-to-end Concrete circuit (fhe env) and the no-Concrete path (both
+envs)."""
 
 import subprocess
 import sys
@@ -43,7 +44,8 @@ def test_import_jaxtrust_without_concrete_explains_the_extra():
     code = (
         "import sys; sys.modules['concrete'] = None; sys.modules['concrete.fhe'] = None\n"
         "import jaxtrust, jaxtrust.fhe as f\n"
-        "try:\n    f.require_concrete()\nexcept f.ConcreteUnavailableError as e:\n    print('ERR', e)\n"
+        "try:\n    f.require_concrete()\nexcept f.ConcreteUnavailableError as e:\n    print('ERR', "
+        "e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "ERR" in out.stdout and "jaxtrust[fhe]" in out.stdout

