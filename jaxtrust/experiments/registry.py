@@ -22,7 +22,7 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "lm": "jaxtrust.experiments.lm",
     "spf": "jaxtrust.experiments.spf",
     "oneshot": "jaxtrust.experiments.oneshot",
-    "actapprox": "jaxtrust.experiments.actapprox",
+    "actapprox": "jaxtrust.safety.actapprox.reproduce",
     "secpe": "jaxtrust.experiments.secpe",
 }
 

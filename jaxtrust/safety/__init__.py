@@ -2,7 +2,7 @@
 activation-approximation safety audit. The SPF transform, its subspace and geometry tools, and
 safety metrics are here; the other methods land with their issues."""
 
-from jaxtrust.safety import approx
+from jaxtrust.safety import actapprox
 from jaxtrust.safety._geometry import (
     basis_overlap_table,
     effective_rank,
@@ -35,7 +35,7 @@ from jaxtrust.safety._subspace import (
 __all__ = [
     "SPFState",
     "SubspaceBasis",
-    "approx",
+    "actapprox",
     "basis_from_factors",
     "basis_gram",
     "basis_overlap_table",

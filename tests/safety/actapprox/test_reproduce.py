@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtrust.experiments.actapprox import (
+from jaxtrust.safety.actapprox.reproduce import (
     ActApproxConfig,
     HookedLM,
     _mva_sigma,
@@ -79,7 +79,7 @@ def _tiny_model():
 
 
 def test_hooked_model_equals_approx_hooks_and_perplexity_matches_numpy():
-    from jaxtrust.safety.approx import approx_hooks, technique
+    from jaxtrust.safety.actapprox import approx_hooks, technique
 
     world, model = _tiny_model()
     batch = world.batch(world.utility(4, seed=1), seq_len=world.max_sequence_length)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from jaxtrust.data import SafetyWorld
 from jaxtrust.models import CausalLM, LMConfig
 from jaxtrust.models.hooks import apply_activation
-from jaxtrust.safety.quada import (
+from jaxtrust.safety.actapprox.quada import (
     FirstLayersNoise,
     QuadAConfig,
     activation_cluster_loss,
@@ -230,8 +230,8 @@ def test_regulariser_clusters_harmful_first_layer_activations():
 def test_quada_keeps_refusal_under_noise_better_than_plain_dpo():
     """Measured on the zoo's aligned model: same steps, same data; QuadA (noise on layer 0 +
     regulariser) refuses more under Gaussian activation noise in every layer than plain DPO."""
-    from jaxtrust.experiments.actapprox import HookedLM, responses_of
-    from jaxtrust.safety.approx import technique
+    from jaxtrust.safety.actapprox.reproduce import HookedLM, responses_of
+    from jaxtrust.safety.actapprox import technique
     from jaxtrust.zoo import aligned_model
 
     aligned = aligned_model(seed=0)

@@ -31,7 +31,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from jaxtrust.safety.approx._base import Technique, check_nonnegative
+from jaxtrust.safety.actapprox._base import Technique, check_nonnegative
 
 NOISE_SITES = (
     "activation",

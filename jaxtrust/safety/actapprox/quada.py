@@ -55,7 +55,7 @@ Reference:
 Example::
 
     from jaxtrust.zoo import aligned_model
-    from jaxtrust.safety.quada import QuadAConfig, quada_align
+    from jaxtrust.safety.actapprox.quada import QuadAConfig, quada_align
     aligned = aligned_model(seed=0)
     result = quada_align(aligned.model, aligned.world, QuadAConfig(sigma=0.3, tau=1, steps=200))
     result.model      # the mitigated CausalLM; result.log: per-step losses

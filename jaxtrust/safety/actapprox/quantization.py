@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from jaxtrust.safety.approx._base import (
+from jaxtrust.safety.actapprox._base import (
     LINEAR_INPUT_SITES,
     FrozenArray,
     Technique,
@@ -138,7 +138,7 @@ class SmoothQuant(Technique):
       smooth_all: also smooth the o_proj / down_proj inputs (absorbable at W16).
       layers: half-open layer range, None = all layers.
       scales: per-site smoothing scales ``[layers, dim]`` (``LINEAR_INPUT_SITES`` order, None
-        for unsmoothed sites), filled by :func:`~jaxtrust.safety.approx.calibrate`.
+        for unsmoothed sites), filled by :func:`~jaxtrust.safety.actapprox.calibrate`.
     """
 
     family: ClassVar[str] = "quantization"
@@ -200,7 +200,7 @@ class OmniQuant(Technique):
       layers: half-open layer range, None = all layers.
       params: per site ``(scales [layers, dim], shifts [layers, dim], clip [layers, 2])``
         (clip = (gamma, beta) for max and min), filled by
-        :func:`~jaxtrust.safety.approx.calibrate`.
+        :func:`~jaxtrust.safety.actapprox.calibrate`.
     """
 
     family: ClassVar[str] = "quantization"

@@ -21,12 +21,12 @@ quantization    omniquant    Shao et al., OmniQuant, ICLR 2024    closest varian
 Also: ``cats`` (Lee et al., CATS, COLM 2024; sparsification of the MLP activation) and the
 paper's noise proxies ``gaussian_noise`` (sigma, on the FFN activation) and ``laplace_noise``
 (scale, on the down-projection input). SiLU versions of the GELU polynomials keep the published
-structure with refitted coefficients (see :mod:`~jaxtrust.safety.approx.polynomial`); each
+structure with refitted coefficients (see :mod:`~jaxtrust.safety.actapprox.polynomial`); each
 module's docstring states what is faithful and what is a stand-in.
 
 Example::
 
-    from jaxtrust.safety.approx import technique, calibrate, approx_hooks
+    from jaxtrust.safety.actapprox import technique, calibrate, approx_hooks
     techs = calibrate([technique("teal", sparsity=0.5, layers=(0, 4))], model, tokens, mask)
     logits = model(tokens, attention_mask=mask, hooks=approx_hooks(techs, model.config)).logits
     noise = technique("gaussian_noise", sigma=0.05, layers=(0, 2))  # early layers only
@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import functools
 
-from jaxtrust.safety.approx._base import FAMILIES, LINEAR_INPUT_SITES, SITES, FrozenArray, Technique
-from jaxtrust.safety.approx._calibration import ActivationRecord, calibrate, record_activations
-from jaxtrust.safety.approx._error import approximation_error
-from jaxtrust.safety.approx._hooks import ApproxHooks, approx_hooks
-from jaxtrust.safety.approx.noise import GaussianNoise, LaplaceNoise
-from jaxtrust.safety.approx.polynomial import (
+from jaxtrust.safety.actapprox._base import FAMILIES, LINEAR_INPUT_SITES, SITES, FrozenArray, Technique
+from jaxtrust.safety.actapprox._calibration import ActivationRecord, calibrate, record_activations
+from jaxtrust.safety.actapprox._error import approximation_error
+from jaxtrust.safety.actapprox._hooks import ApproxHooks, approx_hooks
+from jaxtrust.safety.actapprox.noise import GaussianNoise, LaplaceNoise
+from jaxtrust.safety.actapprox.polynomial import (
     POLYNOMIALS,
     STATED_MAX_ERROR,
     Polynomial,
@@ -52,14 +52,14 @@ from jaxtrust.safety.approx.polynomial import (
     polynomial_error,
     softmax_approx,
 )
-from jaxtrust.safety.approx.quantization import (
+from jaxtrust.safety.actapprox.quantization import (
     OmniQuant,
     SmoothQuant,
     fake_quantize,
     quantization_error,
     smoothing_scales,
 )
-from jaxtrust.safety.approx.sparsity import Cats, Teal
+from jaxtrust.safety.actapprox.sparsity import Cats, Teal
 
 TECHNIQUES: tuple[str, ...] = (
     "iron",

@@ -145,7 +145,7 @@ class Technique:
     """Base class of every approximation technique (a frozen, hashable configuration).
 
     Subclasses set ``family`` and ``name`` and implement :meth:`apply` for the sites they act
-    on (``sites``). The hooks (:func:`jaxtrust.safety.approx.approx_hooks`) call
+    on (``sites``). The hooks (:func:`jaxtrust.safety.actapprox.approx_hooks`) call
     :meth:`transform`, which restricts the effect to ``layers``.
 
     Attributes:
@@ -199,5 +199,5 @@ class Technique:
         if self.needs_calibration and not self.is_identity and not self.is_calibrated:
             raise ValueError(
                 f"{self.name} needs calibration data: call "
-                "jaxtrust.safety.approx.calibrate(techniques, model, tokens, attention_mask) first"
+                "jaxtrust.safety.actapprox.calibrate(techniques, model, tokens, attention_mask) first"
             )
