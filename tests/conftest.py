@@ -35,6 +35,7 @@ RUNTIME_CHECKED = (
     "jaxtrust.safety._spf",
     "jaxtrust.safety._subspace",
     "jaxtrust.safety._geometry",
+    "jaxtrust.safety.actapprox",
     "jaxtrust.zoo",
     "jaxtrust.eval",
 )

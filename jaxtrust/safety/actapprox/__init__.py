@@ -1,4 +1,4 @@
-"""Activation approximations of private and efficient inference, as declarative techniques.
+"""The activation-approximation safety audit and its defence, QuadA, in one package.
 
 Zhang et al., "Activation Approximations Can Incur Safety Vulnerabilities Even in Aligned
 LLMs: Comprehensive Analysis and Defense", USENIX Security 2025 (arXiv 2502.00840), audit
@@ -24,6 +24,20 @@ paper's noise proxies ``gaussian_noise`` (sigma, on the FFN activation) and ``la
 structure with refitted coefficients (see :mod:`~jaxtrust.safety.actapprox.polynomial`); each
 module's docstring states what is faithful and what is a stand-in.
 
+The package:
+
+* techniques — :mod:`~jaxtrust.safety.actapprox.polynomial`,
+  :mod:`~jaxtrust.safety.actapprox.sparsity`, :mod:`~jaxtrust.safety.actapprox.quantization`,
+  :mod:`~jaxtrust.safety.actapprox.noise`; the registry :func:`technique` /
+  :func:`parse_technique` (:mod:`~jaxtrust.safety.actapprox.techniques`); :func:`calibrate`;
+  :func:`approx_hooks`; :func:`approximation_error`;
+* :class:`HookedLM` — a model bound to techniques, for generation and perplexity under noise;
+* :mod:`~jaxtrust.safety.actapprox.quada` — QuadA: DPO under the audit's own Gaussian noise on
+  the first ``tau`` layers (:func:`quada_noise`) plus activation clustering;
+* :mod:`~jaxtrust.safety.actapprox.audit` — the paper's claims read off a noise sweep;
+* ``reproduce`` — ``jaxtrust reproduce actapprox`` (imported by the experiment registry, not
+  here).
+
 Example::
 
     from jaxtrust.safety.actapprox import technique, calibrate, approx_hooks
@@ -35,13 +49,23 @@ Example::
 
 from __future__ import annotations
 
-import functools
-
-from jaxtrust.safety.actapprox._base import FAMILIES, LINEAR_INPUT_SITES, SITES, FrozenArray, Technique
-from jaxtrust.safety.actapprox._calibration import ActivationRecord, calibrate, record_activations
+from jaxtrust.safety.actapprox._base import (
+    FAMILIES,
+    LINEAR_INPUT_SITES,
+    SITES,
+    FrozenArray,
+    Technique,
+)
+from jaxtrust.safety.actapprox._calibration import (
+    ActivationRecord,
+    calibrate,
+    record_activations,
+)
 from jaxtrust.safety.actapprox._error import approximation_error
 from jaxtrust.safety.actapprox._hooks import ApproxHooks, approx_hooks
-from jaxtrust.safety.actapprox.noise import GaussianNoise, LaplaceNoise
+from jaxtrust.safety.actapprox.audit import SweepClaims, first_crossing, mva_sigma, sweep_claims
+from jaxtrust.safety.actapprox.hooked import HookedLM
+from jaxtrust.safety.actapprox.noise import NOISE_SITES, GaussianNoise, LaplaceNoise
 from jaxtrust.safety.actapprox.polynomial import (
     POLYNOMIALS,
     STATED_MAX_ERROR,
@@ -52,130 +76,38 @@ from jaxtrust.safety.actapprox.polynomial import (
     polynomial_error,
     softmax_approx,
 )
+from jaxtrust.safety.actapprox.quada import (
+    QuadAConfig,
+    QuadAResult,
+    activation_cluster_loss,
+    make_quada_loss,
+    pooled_prompt_activations,
+    quada_align,
+    quada_noise,
+)
 from jaxtrust.safety.actapprox.quantization import (
     OmniQuant,
     SmoothQuant,
     fake_quantize,
+    outlier_activations,
     quantization_error,
     smoothing_scales,
 )
 from jaxtrust.safety.actapprox.sparsity import Cats, Teal
-
-TECHNIQUES: tuple[str, ...] = (
-    "iron",
-    "bolt",
-    "bumblebee",
-    "nexus",
-    "teal",
-    "smoothquant",
-    "omniquant",
+from jaxtrust.safety.actapprox.techniques import (
+    KNOWN_TECHNIQUES,
+    REFERENCES,
+    TECHNIQUES,
+    parse_technique,
+    technique,
+    technique_label,
 )
-"""The paper's seven techniques, in its table's order."""
-
-_FACTORIES = {
-    **{name: functools.partial(Polynomial, name=name) for name in POLYNOMIALS},
-    "teal": Teal,
-    "cats": Cats,
-    "smoothquant": SmoothQuant,
-    "omniquant": OmniQuant,
-    "gaussian_noise": GaussianNoise,
-    "laplace_noise": LaplaceNoise,
-}
-KNOWN_TECHNIQUES: tuple[str, ...] = tuple(_FACTORIES)
-REFERENCES: dict[str, tuple[str, str, str]] = {
-    "iron": (
-        "polynomial",
-        "Hao et al., Iron: Private Inference on Transformers, NeurIPS 2022",
-        "stand-in: fixed-point tanh/sigmoid GELU/SiLU",
-    ),
-    "bolt": (
-        "polynomial",
-        "Pang et al., BOLT, IEEE S&P 2024",
-        "faithful GELU polynomial; SiLU refit",
-    ),
-    "bumblebee": (
-        "polynomial",
-        "Lu et al., BumbleBee, NDSS 2025",
-        "faithful GELU polynomial; SiLU refit",
-    ),
-    "nexus": (
-        "polynomial",
-        "Zhang et al., Secure Transformer Inference Made Non-interactive (NEXUS), NDSS 2025",
-        "faithful GELU polynomial and regions; SiLU refit",
-    ),
-    "teal": (
-        "sparsification",
-        "Liu et al., Training-Free Activation Sparsity in LLMs (TEAL), ICLR 2025",
-        "faithful, uniform sparsity",
-    ),
-    "cats": ("sparsification", "Lee et al., CATS, COLM 2024", "faithful thresholding"),
-    "smoothquant": (
-        "quantization",
-        "Xiao et al., SmoothQuant, ICML 2023",
-        "faithful W16 per-token activation quantization",
-    ),
-    "omniquant": (
-        "quantization",
-        "Shao et al., OmniQuant, ICLR 2024",
-        "closest variant: LET + learned clipping, per-layer reconstruction",
-    ),
-    "gaussian_noise": (
-        "noise",
-        "Zhang et al., Activation Approximations ... Safety (QuadA), USENIX Sec. 2025",
-        "faithful noise proxy",
-    ),
-    "laplace_noise": (
-        "noise",
-        "Zhang et al., Activation Approximations ... Safety (QuadA), USENIX Sec. 2025",
-        "faithful noise proxy",
-    ),
-}
-"""name -> (family, reference, what is reproduced), for reports."""
-_STRENGTH_PARAM = {
-    "teal": "sparsity",
-    "cats": "sparsity",
-    "smoothquant": "bits",
-    "omniquant": "bits",
-    "gaussian_noise": "sigma",
-    "laplace_noise": "scale",
-}
-
-
-def technique(name: str, **params) -> Technique:
-    """A technique configuration by name.
-
-    Args:
-      name: one of ``KNOWN_TECHNIQUES``: the seven of ``TECHNIQUES`` plus "cats",
-        "gaussian_noise", "laplace_noise".
-      **params: the technique's fields (e.g. ``sparsity=0.5``, ``bits=4``, ``sigma=0.05``,
-        ``layers=(0, 2)``); ``strength=`` is accepted as an alias of the strength field
-        (sparsity / bits / sigma / scale).
-
-    Raises:
-      KeyError: unknown name (lists the known ones). TypeError / ValueError: bad parameters.
-
-    Example:
-      >>> technique("gaussian_noise", strength=0.1, layers=(0, 2))
-      GaussianNoise(layers=(0, 2), site='activation', sigma=0.1)
-    """
-    if name not in _FACTORIES:
-        raise KeyError(f"unknown technique {name!r}; known: {', '.join(KNOWN_TECHNIQUES)}")
-    if "strength" in params:
-        if name not in _STRENGTH_PARAM:
-            raise TypeError(f"{name} has no strength parameter")
-        key = _STRENGTH_PARAM[name]
-        if key in params:
-            raise TypeError(f"give either strength= or {key}=, not both")
-        params[key] = params.pop("strength")
-    if "layers" in params and isinstance(params["layers"], list):
-        params["layers"] = tuple(params["layers"])
-    return _FACTORIES[name](**params)
-
 
 __all__ = [
     "FAMILIES",
     "KNOWN_TECHNIQUES",
     "LINEAR_INPUT_SITES",
+    "NOISE_SITES",
     "POLYNOMIALS",
     "REFERENCES",
     "SITES",
@@ -186,12 +118,17 @@ __all__ = [
     "Cats",
     "FrozenArray",
     "GaussianNoise",
+    "HookedLM",
     "LaplaceNoise",
     "OmniQuant",
     "Polynomial",
+    "QuadAConfig",
+    "QuadAResult",
     "SmoothQuant",
+    "SweepClaims",
     "Teal",
     "Technique",
+    "activation_cluster_loss",
     "approx_hooks",
     "approximation_error",
     "calibrate",
@@ -199,10 +136,20 @@ __all__ = [
     "exact_activation",
     "exp_approx",
     "fake_quantize",
+    "first_crossing",
+    "make_quada_loss",
+    "mva_sigma",
+    "outlier_activations",
+    "parse_technique",
     "polynomial_error",
+    "pooled_prompt_activations",
+    "quada_align",
+    "quada_noise",
     "quantization_error",
     "record_activations",
     "smoothing_scales",
     "softmax_approx",
+    "sweep_claims",
     "technique",
+    "technique_label",
 ]

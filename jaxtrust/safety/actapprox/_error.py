@@ -19,7 +19,8 @@ def approximation_error(technique: Technique, *, reduce: str = "max", **kwargs) 
       ``activation="gelu"``) or the softmax exp on [-16, 0] (``function="exp"``); see
       :func:`~jaxtrust.safety.actapprox.polynomial.polynomial_error`.
     * quantization: relative error ``|Q(x) - x| / mean|x|`` of the per-token quantizer on
-      N(0, 1) tokens with outlier channels (:func:`~jaxtrust.safety.actapprox.quantization_error`).
+      N(0, 1) tokens with outlier channels, or on given ``activations=``
+      (:func:`~jaxtrust.safety.actapprox.quantization_error`).
     * noise: ``E|eps|`` (sigma sqrt(2/pi) for Gaussian, scale for Laplace); unbounded, so
       ``reduce="max"`` raises.
     * sparsification: data-dependent (the error is the zeroed entries of the calibration

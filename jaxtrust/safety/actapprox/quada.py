@@ -22,9 +22,9 @@ block :math:`\ell` mean-pooled over the prompt tokens, the objective minimised h
    + \lambda\,\Big(1 - \tfrac{1}{n(n-1)}\sum_{i\ne j}\cos\big(f_\ell(x_i), f_\ell(x_j)\big)\Big)
    + \mu\,\mathcal L_{SFT}(\theta)
 
-What follows the paper and what is reconstructed (the released code,
+What follows the paper and what is reconstructed (the authors' released code,
 github.com/Kevin-Zh-CS/QuadA, contains only the Gaussian-noise evaluation and a plain DPO
-trainer; see ``/work/shared/methods/secpe_actapprox.md`` part B):
+trainer):
 
 * **Paper:** DPO with the *unperturbed* aligned model as reference; perturbation of the first
   :math:`\tau` layers only; a cosine-similarity clustering regulariser over harmful prompts;
@@ -32,8 +32,10 @@ trainer; see ``/work/shared/methods/secpe_actapprox.md`` part B):
   RMSNorm outputs) as the model of approximation error.
 * **Reconstruction (defaults stated):**
 
-  - The MVA error is modelled as Gaussian noise of standard deviation ``sigma`` on the chosen
-    site (``noise_site="ffn"``, the paper's FFN site); ``sigma`` is meant to be the worst
+  - The MVA error is modelled as the audit's own Gaussian noise technique
+    (:class:`~jaxtrust.safety.actapprox.GaussianNoise` with ``layers=(0, tau)``, see
+    :func:`quada_noise`) of standard deviation ``sigma`` on the chosen site
+    (``noise_site="activation"``, the paper's FFN site); ``sigma`` is meant to be the worst
     strength found by the audit (``jaxtrust reproduce actapprox`` picks the sweep point of lowest
     refusal whose perplexity stays under its budget). A fresh draw per step and per layer.
   - ``tau`` is a config value (the paper picks it by a constrained optimisation it does not
@@ -43,9 +45,13 @@ trainer; see ``/work/shared/methods/secpe_actapprox.md`` part B):
     forward of the chosen sequences (the prompt tokens do not see the response, so this costs
     no extra forward). The paper writes :math:`\cos(f_1(T(x_i)), f_1(T(x_j)))`; the pooling is
     not stated.
-  - An SFT term (weight ``sft_weight``, on the exact model, over the world's alignment mix:
-    refusals, benign answers, utility, classification) keeps utility; the paper's DPO on
-    PKU-SafeRLHF has benign preference pairs for the same purpose.
+  - An SFT term (weight ``sft_weight``, on the exact model, over an alignment mix: refusals,
+    benign answers, utility) keeps utility; the paper's DPO on PKU-SafeRLHF has benign
+    preference pairs for the same purpose.
+  - Training is :func:`jaxtrust.training.finetune` (AdamW with warmup and cosine decay,
+    :func:`~jaxtrust.training.adamw_cosine`; shuffled epochs; the compiled step memoised per
+    recipe), the preference terms :func:`~jaxtrust.training.sequence_logprobs` and
+    :func:`~jaxtrust.training.dpo_loss`, the SFT term :func:`~jaxtrust.training.lm_batch_loss`.
 
 Reference:
   Zhang, Chen, He, Lou, Li, Feng, Song, Liu, Ren, Yang, `Activation Approximations Can Incur
@@ -54,97 +60,94 @@ Reference:
 
 Example::
 
-    from jaxtrust.zoo import aligned_model
-    from jaxtrust.safety.actapprox.quada import QuadAConfig, quada_align
-    aligned = aligned_model(seed=0)
-    result = quada_align(aligned.model, aligned.world, QuadAConfig(sigma=0.3, tau=1, steps=200))
+    from jaxtrust.safety.actapprox import QuadAConfig, quada_align
+    result = quada_align(aligned, chosen, rejected, QuadAConfig(sigma=0.3, tau=1), sft=mix)
     result.model      # the mitigated CausalLM; result.log: per-step losses
+
+(``chosen`` / ``rejected``: harmful prompts with a refusal / a compliant answer, and ``mix`` an
+SFT set, each ``{"tokens", "attention_mask", "loss_mask"}``: :meth:`jaxtrust.data.Batch.as_dict`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
-from jaxtrust.models.hooks import ModelHooks, apply_activation
+from jaxtrust.eval.perplexity import sequence_nll
+from jaxtrust.safety.actapprox._hooks import approx_hooks
+from jaxtrust.safety.actapprox.noise import NOISE_SITES, GaussianNoise
+from jaxtrust.training import (
+    BATCH_KEYS,
+    adamw_cosine,
+    check_batch,
+    dpo_loss,
+    finetune,
+    lm_batch_loss,
+    pool_size,
+    sequence_logprobs,
+)
 
 __all__ = [
-    "NOISE_SITES",
-    "FirstLayersNoise",
     "QuadAConfig",
     "QuadAResult",
     "activation_cluster_loss",
     "make_quada_loss",
     "pooled_prompt_activations",
-    "preference_pool",
     "quada_align",
+    "quada_noise",
 ]
 
-NOISE_SITES = ("ffn", "norm", "both")
-_STEP_CACHE: dict[Any, Any] = {}
+
+def _sites(noise_site: str | Sequence[str]) -> tuple[str, ...]:
+    sites = (noise_site,) if isinstance(noise_site, str) else tuple(noise_site)
+    bad = [s for s in sites if s not in NOISE_SITES]
+    if not sites or bad:
+        raise ValueError(
+            f"noise_site must be one of {NOISE_SITES} or a non-empty tuple of them, "
+            f"got {noise_site!r}"
+        )
+    return sites
 
 
-@dataclasses.dataclass(frozen=True)
-class FirstLayersNoise(ModelHooks):
-    r"""Hooks adding Gaussian noise :math:`\mathcal N(0, \sigma^2)` to activations of layers
-    ``< tau`` (the QuadA training perturbation).
+def quada_noise(
+    sigma: float, tau: int, noise_site: str | Sequence[str] = "activation"
+) -> tuple[GaussianNoise, ...]:
+    r"""QuadA's training perturbation: :math:`\mathcal N(0, \sigma^2)` noise on layers ``< tau``.
 
-    ``site="ffn"`` perturbs the FFN activation output ``act(gate(x))`` (the paper's FFN noise),
-    ``"norm"`` the outputs of the attention and MLP RMSNorms (its "LN" noise), ``"both"`` both.
-    The draw for layer ``l`` uses ``fold_in(key, l)``, so every layer gets its own noise. ``key``
-    is an array: create the hooks inside the jitted function (they are not hashable then).
+    One :class:`~jaxtrust.safety.actapprox.GaussianNoise` with ``layers=(0, tau)`` per site
+    ("activation": the paper's FFN noise on ``act(gate(x))``; "norm": its "LN" noise on both
+    block norms; a tuple of sites for several), composed with
+    :func:`~jaxtrust.safety.actapprox.approx_hooks` and a key. Empty (the exact model) when
+    ``sigma == 0`` or ``tau == 0``.
 
-    Example::
+    Args:
+      sigma: noise standard deviation (>= 0).
+      tau: perturb layers ``[0, tau)`` (>= 0).
+      noise_site: one of ``NOISE_SITES`` or a tuple of them.
 
-        hooks = FirstLayersNoise(sigma=0.2, tau=1, key=jax.random.key(0))
-        logits = model(tokens, hooks=hooks).logits
+    Returns:
+      The noise techniques, in site order.
+
+    Example:
+      >>> quada_noise(0.3, 1)
+      (GaussianNoise(layers=(0, 1), site='activation', sigma=0.3),)
+      >>> quada_noise(0.0, 1)
+      ()
     """
-
-    sigma: float = 0.0
-    tau: int = 1
-    site: str = "ffn"
-    key: Any = None
-
-    def __post_init__(self):
-        if self.site not in NOISE_SITES:
-            raise ValueError(f"site must be one of {NOISE_SITES}, got {self.site!r}")
-        if not self.sigma >= 0:
-            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
-        if not isinstance(self.tau, int) or self.tau < 0:
-            raise ValueError(f"tau must be a non-negative int, got {self.tau!r}")
-        if self.sigma > 0 and self.key is None:
-            raise ValueError("key (a jax PRNG key) is required when sigma > 0")
-
-    def _perturb(self, y, layer, salt: int):
-        if self.sigma == 0 or self.tau == 0:
-            return y
-        key = jax.random.fold_in(jax.random.fold_in(_as_key(self.key), salt), layer)
-        noise = self.sigma * jax.random.normal(key, y.shape, jnp.float32)
-        return jnp.where(jnp.asarray(layer) < self.tau, y + noise.astype(y.dtype), y)
-
-    def activation(self, x, layer):
-        y = apply_activation(self.activation_name, x)
-        return self._perturb(y, layer, 0) if self.site in ("ffn", "both") else y
-
-    def norm(self, x, scale, bias, layer, kind, eps):
-        y = super().norm(x, scale, bias, layer, kind, eps)
-        if self.site in ("norm", "both") and kind in ("attn_norm", "mlp_norm"):
-            return self._perturb(y, layer, 1 if kind == "attn_norm" else 2)
-        return y
-
-
-def _as_key(key):
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.wrap_key_data(key.astype(jnp.uint32))
+    sites = _sites(noise_site)
+    if isinstance(tau, bool) or not isinstance(tau, int) or tau < 0:
+        raise ValueError(f"tau must be a non-negative int, got {tau!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma >= 0:
+        raise ValueError(f"sigma must be a number >= 0, got {sigma!r}")
+    if sigma == 0 or tau == 0:
+        return ()
+    return tuple(GaussianNoise(sigma=float(sigma), site=s, layers=(0, tau)) for s in sites)
 
 
 def activation_cluster_loss(
@@ -184,7 +187,24 @@ def pooled_prompt_activations(
     attention_mask: Bool[Array, "batch seq"] | Int[Array, "batch seq"],
     loss_mask: Float[Array, "batch seq"] | Bool[Array, "batch seq"],
 ) -> Float[Array, "batch dim"]:
-    """Mean of ``hidden`` over the prompt tokens (real tokens that are not supervised targets)."""
+    r"""Mean of ``hidden`` over the prompt tokens (real tokens that are not supervised targets).
+
+    .. math:: f_b = \sum_t p_{b,t} h_{b,t} \Big/ \max(1, \sum_t p_{b,t}), \quad
+              p_{b,t} = a_{b,t} (1 - m_{b,t})
+
+    Args:
+      hidden: ``[batch, seq, dim]`` hidden states (e.g. ``hidden_states[1]``).
+      attention_mask: ``[batch, seq]`` real tokens.
+      loss_mask: ``[batch, seq]`` supervised (response) tokens.
+
+    Returns:
+      ``[batch, dim]`` float32.
+
+    Example:
+      >>> h = jnp.arange(6.0).reshape(1, 3, 2)
+      >>> pooled_prompt_activations(h, jnp.ones((1, 3), bool), jnp.array([[0.0, 0.0, 1.0]]))
+      Array([[1., 2.]], dtype=float32)
+    """
     prompt = attention_mask.astype(jnp.float32) * (1.0 - loss_mask.astype(jnp.float32))
     total = jnp.sum(hidden.astype(jnp.float32) * prompt[..., None], axis=1)
     return total / jnp.maximum(jnp.sum(prompt, axis=1, keepdims=True), 1.0)
@@ -192,42 +212,44 @@ def pooled_prompt_activations(
 
 @dataclasses.dataclass(frozen=True)
 class QuadAConfig:
-    """QuadA hyper-parameters (frozen, hashable). See the module docstring for the objective.
-
-    Attributes:
-      sigma: std of the MVA Gaussian noise during training (0 = plain DPO + SFT).
-      tau: perturb layers ``[0, tau)``.
-      noise_site: "ffn" (paper default), "norm" or "both".
-      reg_weight: :math:`\\lambda` of the clustering regulariser (0 = off).
-      activation_layer: hidden-state index of :math:`f_\\ell` (1 = output of the first block).
-      beta: DPO inverse temperature.
-      sft_weight: :math:`\\mu` of the SFT term on the alignment mix (0 = pure DPO).
-      steps, batch_size, learning_rate, warmup_steps: the optimiser run (AdamW, cosine decay).
-      pool_size: harmful preference pairs (and SFT examples) drawn from the world.
-      seed: data order, data sampling and noise seed.
-    """
+    r"""QuadA hyper-parameters (frozen, hashable). See the module docstring for the objective;
+    each field's docstring says what it sets."""
 
     sigma: float = 0.3
+    """Std of the MVA Gaussian noise during training (0 = plain DPO + SFT)."""
     tau: int = 1
-    noise_site: str = "ffn"
+    """Perturb layers ``[0, tau)``."""
+    noise_site: str | tuple[str, ...] = "activation"
+    """Where the noise goes (:data:`~jaxtrust.safety.actapprox.NOISE_SITES`): "activation" (the
+    paper's FFN site, default), "norm" (its LN site), or a tuple of sites."""
     reg_weight: float = 0.1
+    r"""The weight :math:`\lambda` of the clustering regulariser (0 = off)."""
     activation_layer: int = 1
+    r"""Hidden-state index of :math:`f_\ell` (1 = output of the first block)."""
     beta: float = 0.1
+    """DPO inverse temperature."""
     sft_weight: float = 1.0
+    r"""The weight :math:`\mu` of the SFT term (0 = pure DPO)."""
     steps: int = 200
+    """Optimiser steps (AdamW, gradient clipping at norm 1, warmup then cosine decay to a
+    tenth of the peak)."""
     batch_size: int = 32
+    """Preference pairs (and SFT rows) per step (>= 2: the regulariser is pairwise)."""
     learning_rate: float = 5e-4
+    """Peak AdamW step size."""
     warmup_steps: int = 20
-    pool_size: int = 2000
+    """Linear warmup steps."""
     seed: int = 0
+    """Data order and noise seed."""
 
     def __post_init__(self):
-        if self.noise_site not in NOISE_SITES:
-            raise ValueError(f"noise_site must be one of {NOISE_SITES}, got {self.noise_site!r}")
+        if isinstance(self.noise_site, list):
+            object.__setattr__(self, "noise_site", tuple(self.noise_site))
+        _sites(self.noise_site)
         for name in ("sigma", "reg_weight", "sft_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("steps", "batch_size", "pool_size"):
+        for name in ("steps", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if self.batch_size < 2:
@@ -236,9 +258,20 @@ class QuadAConfig:
             )
         if not isinstance(self.tau, int) or self.tau < 0:
             raise ValueError(f"tau must be a non-negative int, got {self.tau!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative int, got {self.warmup_steps!r}")
         if not self.beta > 0 or not self.learning_rate > 0:
             raise ValueError(
                 f"beta and learning_rate must be > 0, got {self.beta}, {self.learning_rate}"
+            )
+
+    def check_model(self, num_layers: int) -> None:
+        """Raise ValueError if ``tau`` or ``activation_layer`` lies beyond ``num_layers``."""
+        if self.tau > num_layers:
+            raise ValueError(f"tau={self.tau} exceeds the model's {num_layers} layers")
+        if not 0 <= self.activation_layer <= num_layers:
+            raise ValueError(
+                f"activation_layer must be in [0, {num_layers}], got {self.activation_layer}"
             )
 
 
@@ -251,41 +284,48 @@ class QuadAResult:
     config: QuadAConfig
 
 
+def _prefixed(prefix: str, batch: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{k}": batch[k] for k in BATCH_KEYS}
+
+
+def _unprefixed(prefix: str, batch: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: batch[f"{prefix}_{k}"] for k in BATCH_KEYS}
+
+
 def make_quada_loss(config: QuadAConfig):
-    """The QuadA loss ``loss_fn(model, batch, rng) -> (loss, metrics)`` for
-    :func:`jaxtrust.training.make_train_step`.
+    """The QuadA loss ``loss_fn(model, batch, key) -> (loss, metrics)`` for
+    :func:`jaxtrust.training.make_train_step` / :func:`~jaxtrust.training.finetune`.
 
     ``batch`` holds ``chosen_*`` / ``rejected_*`` (``tokens``, ``attention_mask``, ``loss_mask``)
     of harmful prompts, their reference log-probabilities ``ref_chosen`` / ``ref_rejected``, and
     (when ``config.sft_weight > 0``) ``sft_tokens`` / ``sft_attention_mask`` / ``sft_loss_mask``.
-    """
-    from jaxtrust.training import dpo_loss, lm_loss, sequence_logprobs
+    ``key`` draws the training noise (:func:`quada_noise`).
 
-    def loss_fn(model, batch, rng):
+    Args:
+      config: the :class:`QuadAConfig`.
+
+    Returns:
+      The loss function; its metrics are ``dpo``, ``reward_accuracy`` and, when enabled,
+      ``cluster`` and ``sft``.
+    """
+    if not isinstance(config, QuadAConfig):
+        raise TypeError(f"config must be a QuadAConfig, got {type(config).__name__}")
+    noise = quada_noise(config.sigma, config.tau, config.noise_site)
+
+    def loss_fn(model, batch, key):
+        config.check_model(model.config.num_layers)
         n = batch["chosen_tokens"].shape[0]
-        if config.tau > model.config.num_layers:
-            raise ValueError(
-                f"tau={config.tau} exceeds the model's {model.config.num_layers} layers"
-            )
-        if not 0 <= config.activation_layer <= model.config.num_layers:
-            raise ValueError(
-                f"activation_layer must be in [0, {model.config.num_layers}], "
-                f"got {config.activation_layer}"
-            )
-        hooks = FirstLayersNoise(
-            activation_name=model.config.activation,
-            sigma=config.sigma,
-            tau=config.tau,
-            site=config.noise_site,
-            key=rng if config.sigma > 0 else None,
-        )
-        tokens = jnp.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]])
-        mask = jnp.concatenate([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
-        loss_mask = jnp.concatenate([batch["chosen_loss_mask"], batch["rejected_loss_mask"]])
+        hooks = approx_hooks(noise, model.config, rng=key) if noise else None
+        both = {
+            k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in BATCH_KEYS
+        }
         out = model(
-            tokens, attention_mask=mask, hooks=hooks, output_hidden_states=config.reg_weight > 0
+            both["tokens"],
+            attention_mask=both["attention_mask"],
+            hooks=hooks,
+            output_hidden_states=config.reg_weight > 0,
         )
-        logps = sequence_logprobs(out.logits, tokens, loss_mask)
+        logps = sequence_logprobs(out.logits, both["tokens"], both["loss_mask"])
         dpo, dpo_metrics = dpo_loss(
             logps[:n], logps[n:], batch["ref_chosen"], batch["ref_rejected"], beta=config.beta
         )
@@ -301,8 +341,7 @@ def make_quada_loss(config: QuadAConfig):
             loss = loss + config.reg_weight * reg
             metrics["cluster"] = reg
         if config.sft_weight > 0:
-            logits = model(batch["sft_tokens"], attention_mask=batch["sft_attention_mask"]).logits
-            sft, _ = lm_loss(logits, batch["sft_tokens"], batch["sft_loss_mask"])
+            sft, _ = lm_batch_loss(model, _unprefixed("sft", batch))
             loss = loss + config.sft_weight * sft
             metrics["sft"] = sft
         return loss, metrics
@@ -310,131 +349,89 @@ def make_quada_loss(config: QuadAConfig):
     return loss_fn
 
 
-def preference_pool(
-    world, n: int, *, seed: int = 0, seq_len: int | None = None
-) -> dict[str, np.ndarray]:
-    """Harmful preference pairs from a :class:`~jaxtrust.data.SafetyWorld`: forbidden requests
-    (alignment templates and topics) with a refusal as chosen and the compliant answer as
-    rejected, as right-padded ``chosen_*`` / ``rejected_*`` arrays."""
-    harmful = world.requests(n, category="forbidden", split="train", seed=seed)
-    chosen = world.batch(world.refusal_examples(harmful, seed=seed), seq_len=seq_len)
-    rejected = world.batch(harmful, seq_len=seq_len)
-    out = {}
-    for prefix, b in (("chosen", chosen), ("rejected", rejected)):
-        out[f"{prefix}_tokens"] = np.asarray(b.tokens)
-        out[f"{prefix}_attention_mask"] = np.asarray(b.attention_mask)
-        out[f"{prefix}_loss_mask"] = np.asarray(b.loss_mask)
-    return out
+def _reference_logps(model, batch: Mapping[str, Any], chunk: int = 256) -> np.ndarray:
+    """``log pi_ref(y | x)`` of every row, scored in chunks (the reference model is exact)."""
+    n = pool_size(batch)
+    return np.concatenate(
+        [
+            -np.asarray(sequence_nll(model, {k: v[lo : lo + chunk] for k, v in batch.items()})[0])
+            for lo in range(0, n, chunk)
+        ]
+    )
 
 
-def _sequence_logps(graphdef, state, tokens, mask, loss_mask):
-    from jaxtrust.training import sequence_logprobs
-
-    model = nnx.merge(graphdef, state)
-    return sequence_logprobs(model(tokens, attention_mask=mask).logits, tokens, loss_mask)
-
-
-_sequence_logps_jit = jax.jit(_sequence_logps, static_argnums=0)
-
-
-def _reference_logps(model, tokens, mask, loss_mask, chunk: int = 256) -> np.ndarray:
-    graphdef, state = nnx.split(model)
-    out = [
-        np.asarray(
-            _sequence_logps_jit(
-                graphdef,
-                state,
-                tokens[i : i + chunk],
-                mask[i : i + chunk],
-                loss_mask[i : i + chunk],
-            )
-        )
-        for i in range(0, len(tokens), chunk)
-    ]
-    return np.concatenate(out)
+def _host(name: str, batch: Any) -> dict[str, np.ndarray]:
+    check_batch(batch, name)
+    return {k: np.asarray(batch[k]) for k in BATCH_KEYS}
 
 
 def quada_align(
-    model, world, config: QuadAConfig = QuadAConfig(), *, progress: bool = False
+    model,
+    chosen: Mapping[str, Any],
+    rejected: Mapping[str, Any],
+    config: QuadAConfig = QuadAConfig(),
+    *,
+    sft: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> QuadAResult:
-    """Run QuadA-style alignment of ``model`` on ``world`` (see the module docstring).
+    """Run QuadA-style alignment of ``model`` (see the module docstring).
 
-    The input model is the frozen DPO reference and is left untouched (no buffer donation).
+    The input model is the frozen DPO reference and is left untouched. Step ``i`` trains on
+    rows ``i * batch_size ...`` of shuffled epochs over the pairs (seed ``[config.seed, 41]``);
+    row ``j`` of ``sft`` goes with pair ``j``.
 
     Args:
       model: an aligned :class:`~jaxtrust.models.CausalLM`.
-      world: the :class:`~jaxtrust.data.SafetyWorld` it was aligned on.
-      config: :class:`QuadAConfig`; ``sigma=0, reg_weight=0`` is plain DPO (+ SFT), the baseline.
+      chosen: harmful prompts with a refusal, ``{"tokens", "attention_mask", "loss_mask"}``
+        (``loss_mask`` on the response), ``[n, seq]`` each.
+      rejected: the same prompts with a compliant answer, same layout and ``n``.
+      config: :class:`QuadAConfig`; ``sigma=0, reg_weight=0`` is plain DPO (+ SFT), the
+        baseline.
+      sft: the SFT set (same layout, ``n`` rows), required when ``config.sft_weight > 0``.
       progress: show a progress bar.
 
     Returns:
-      :class:`QuadAResult` with the new model and a per-step log (``loss``, ``dpo``, ``cluster``,
-      ``sft``, ``reward_accuracy``).
+      :class:`QuadAResult` with the new model and a per-step log (``loss``, ``dpo``,
+      ``cluster``, ``sft``, ``reward_accuracy``, ``grad_norm``).
 
     Raises:
-      ValueError: ``tau`` or ``activation_layer`` beyond the model's layers.
+      TypeError: ``config`` is not a QuadAConfig or a data set is not a mapping.
+      KeyError: a data set lacks a key. ValueError: ``tau`` or ``activation_layer`` beyond the
+      model's layers; data sets of different sizes; ``sft`` missing when it is weighted.
     """
-    from jaxtrust.training import fit, init_train_state, make_train_step, merge_model
-
     if not isinstance(config, QuadAConfig):
         raise TypeError(f"config must be a QuadAConfig, got {type(config).__name__}")
-    num_layers = model.config.num_layers
-    if config.tau > num_layers:
-        raise ValueError(f"tau={config.tau} exceeds the model's {num_layers} layers")
-    if not 0 <= config.activation_layer <= num_layers:
-        raise ValueError(
-            f"activation_layer must be in [0, {num_layers}], got {config.activation_layer}"
-        )
-    seq_len = world.max_sequence_length
-    pool = preference_pool(world, config.pool_size, seed=config.seed, seq_len=seq_len)
-    for prefix in ("chosen", "rejected"):
-        pool[f"ref_{prefix}"] = _reference_logps(
-            model,
-            pool[f"{prefix}_tokens"],
-            pool[f"{prefix}_attention_mask"],
-            pool[f"{prefix}_loss_mask"],
-        )
+    config.check_model(model.config.num_layers)
+    sets = {
+        "chosen": _host("chosen", chosen),
+        "rejected": _host("rejected", rejected),
+    }
     if config.sft_weight > 0:
-        sft = world.batch(
-            world.alignment_mix(config.pool_size, seed=config.seed + 7), seq_len=seq_len
-        )
-        pool["sft_tokens"] = np.asarray(sft.tokens)
-        pool["sft_attention_mask"] = np.asarray(sft.attention_mask)
-        pool["sft_loss_mask"] = np.asarray(sft.loss_mask)
-
-    # One compiled step per (architecture, recipe): a second model of the same size re-uses it.
-    recipe = (model.config, dataclasses.replace(config, seed=0), seq_len)
-    if recipe not in _STEP_CACHE:
-        warmup = min(config.warmup_steps, config.steps - 1)
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0,
-            config.learning_rate,
-            warmup,
-            max(config.steps, warmup + 1),
-            config.learning_rate * 0.1,
-        )
-        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.0))
-        graphdef = nnx.split(model, nnx.Param, ...)[0]
-        if len(_STEP_CACHE) >= 8:
-            _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
-        _STEP_CACHE[recipe] = (
-            tx,
-            make_train_step(graphdef, make_quada_loss(config), tx, donate=False),
-        )
-    tx, train_step = _STEP_CACHE[recipe]
-    graphdef, state = init_train_state(model, tx, seed=config.seed)
-
-    n = config.pool_size
-    rng = np.random.default_rng([config.seed, 41])
-    epochs = -(-config.steps * config.batch_size // n)
-    order = np.concatenate([rng.permutation(n) for _ in range(epochs)])
-
-    def batches_fn(step: int):
-        rows = order[step * config.batch_size : (step + 1) * config.batch_size]
-        return {k: v[rows] for k, v in pool.items()}
-
-    state, history = fit(
-        graphdef, state, train_step, batches_fn, num_steps=config.steps, progress=progress
+        if sft is None:
+            raise ValueError("sft (an SFT batch dict) is required when config.sft_weight > 0")
+        sets["sft"] = _host("sft", sft)
+    sizes = {name: pool_size(b) for name, b in sets.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"chosen, rejected and sft must have the same number of rows, got {sizes}")
+    pool: dict[str, np.ndarray] = {}
+    for name, batch in sets.items():
+        pool.update(_prefixed(name, batch))
+        if name != "sft":
+            pool[f"ref_{name}"] = _reference_logps(model, batch)
+    tx = adamw_cosine(
+        config.learning_rate, config.steps, warmup_steps=config.warmup_steps, final_fraction=0.1
     )
-    log = [{k: float(v) for k, v in h.items()} for h in history]
-    return QuadAResult(merge_model(graphdef, state), log, config)
+    result = finetune(
+        model,
+        pool,
+        tx,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        data_seed=[config.seed, 41],
+        loss_fn=make_quada_loss(config),
+        # one compiled step per (architecture, recipe): the seed changes only the data and key
+        step_key=("quada", dataclasses.replace(config, seed=0)),
+        progress=progress,
+    )
+    return QuadAResult(result.model, result.history, config)

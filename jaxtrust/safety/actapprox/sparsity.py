@@ -41,6 +41,7 @@ def threshold(x: jax.Array, t) -> jax.Array:
 class _Sparsity(Technique):
     family: ClassVar[str] = "sparsification"
     needs_calibration: ClassVar[bool] = True
+    strength_field: ClassVar[str] = "sparsity"
     sparsity: float = 0.0
     thresholds: FrozenArray | None = None
 

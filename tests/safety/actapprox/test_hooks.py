@@ -152,7 +152,7 @@ def test_layer_restriction_leaves_other_layers_untouched(model, batch, forward, 
     assert float(jnp.abs(hidden[2] - exact_h[2]).max()) > 1e-6
 
 
-def test_layers_beyond_the_model_are_rejected():
+def test_layers_beyond_the_model_are_rejected(own_error_messages):
     with pytest.raises(ValueError, match="beyond the model's 3 layers"):
         approx_hooks(technique("nexus", layers=(2, 4)), CONFIG)
     with pytest.raises(ValueError, match="0 <= start < stop"):
