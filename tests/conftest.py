@@ -33,6 +33,8 @@ RUNTIME_CHECKED = (
     "jaxtrust.data.safety_world",
     "jaxtrust.data.vocab",
     "jaxtrust.safety.spf",
+    "jaxtrust.safety.recovery",
+    "jaxtrust.safety.actapprox",
     "jaxtrust.zoo",
     "jaxtrust.eval",
     "jaxtrust.privacy.secpe",

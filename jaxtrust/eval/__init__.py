@@ -3,8 +3,8 @@ summaries every reproduction reports. One definition of each, used by every meth
 
 * :func:`generate_responses` — chunked greedy or sampled KV-cache generation, decoded.
 * :func:`sequence_nll`, :func:`perplexity` — masked NLL per row, token-weighted perplexity.
-* judges (:mod:`jaxtrust.eval.judges`) — exact refusal for generated worlds, the keyword judge
-  of the jailbreak literature, exact-match accuracy.
+* judges (:mod:`jaxtrust.eval.judges`) — exact and opener refusal for generated worlds, the
+  keyword judge of the jailbreak literature, exact-match accuracy.
 * :func:`mean_se`, :func:`proportion_se`, :func:`claim_count`, :func:`seed_summary`.
 """
 
@@ -13,9 +13,11 @@ from jaxtrust.eval.judges import (
     exact_match_accuracy,
     harmful_score,
     is_jailbroken,
+    is_opener_refusal,
     is_refusal,
     keyword_attack_success_rate,
     keyword_refusal_rate,
+    opener_refusal_rate,
     over_refusal_rate,
     refusal_rate,
     safety_report,
@@ -33,11 +35,13 @@ __all__ = [
     "generate_responses",
     "harmful_score",
     "is_jailbroken",
+    "is_opener_refusal",
     "is_refusal",
     "keyword_attack_success_rate",
     "keyword_refusal_rate",
     "lm_metrics",
     "mean_se",
+    "opener_refusal_rate",
     "over_refusal_rate",
     "perplexity",
     "proportion_se",

@@ -22,7 +22,7 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "lm": "jaxtrust.experiments.lm",
     "spf": "jaxtrust.safety.spf.reproduce",
     "oneshot": "jaxtrust.safety.recovery.reproduce",
-    "actapprox": "jaxtrust.experiments.actapprox",
+    "actapprox": "jaxtrust.safety.actapprox.reproduce",
     "secpe": "jaxtrust.privacy.secpe.reproduce",
 }
 

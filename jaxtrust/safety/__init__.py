@@ -3,7 +3,7 @@
 * :mod:`jaxtrust.safety.spf` — safety-preserving fine-tuning (SPF) as an optax transform, its
   subspace and geometry tools, and its baselines.
 * :mod:`jaxtrust.safety.recovery` — one-shot safety recovery.
-* :mod:`jaxtrust.safety.approx` — the activation-approximation safety audit.
+* :mod:`jaxtrust.safety.actapprox` — the activation-approximation safety audit and QuadA.
 
 Example::
 
@@ -11,6 +11,6 @@ Example::
     from jaxtrust.safety.recovery import recover
 """
 
-from jaxtrust.safety import approx, recovery, spf
+from jaxtrust.safety import actapprox, recovery, spf
 
-__all__ = ["approx", "recovery", "spf"]
+__all__ = ["actapprox", "recovery", "spf"]

@@ -27,20 +27,32 @@ import jax.numpy as jnp
 
 from jaxtrust.training.losses import lm_loss
 
-__all__ = ["BATCH_KEYS", "lm_batch_loss", "lm_loss_fn"]
+__all__ = ["BATCH_KEYS", "check_batch", "lm_batch_loss", "lm_loss_fn"]
 
 BATCH_KEYS = ("tokens", "attention_mask", "loss_mask")
 
 
-def _check_batch(batch: Any) -> None:
+def check_batch(batch: Any, name: str = "batch") -> None:
+    """Raise unless ``batch`` is a mapping holding every key of :data:`BATCH_KEYS`.
+
+    Args:
+      batch: the candidate batch.
+      name: the argument's name, for the messages.
+
+    Raises:
+      TypeError: not a mapping. KeyError: a key is missing (the message lists them).
+
+    Example:
+      >>> check_batch({"tokens": 0, "attention_mask": 0, "loss_mask": 0}, "pairs")  # passes
+    """
     if not isinstance(batch, Mapping):
         raise TypeError(
-            f"batch must be a mapping with keys {BATCH_KEYS} (e.g. Batch.as_dict()), "
+            f"{name} must be a mapping with keys {BATCH_KEYS} (e.g. Batch.as_dict()), "
             f"got {type(batch).__name__}"
         )
     missing = [k for k in BATCH_KEYS if k not in batch]
     if missing:
-        raise KeyError(f"batch lacks {missing}; expected keys {BATCH_KEYS} of shape [batch, seq]")
+        raise KeyError(f"{name} lacks {missing}; expected keys {BATCH_KEYS} of shape [batch, seq]")
 
 
 def lm_batch_loss(
@@ -58,7 +70,7 @@ def lm_batch_loss(
     Returns:
       ``(loss, aux)`` as :func:`jaxtrust.training.lm_loss` returns them.
     """
-    _check_batch(batch)
+    check_batch(batch)
     kwargs = {} if hooks is None else {"hooks": hooks}
     tokens = jnp.asarray(batch["tokens"])
     logits = model(tokens, attention_mask=jnp.asarray(batch["attention_mask"]), **kwargs).logits

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from jaxtrust.models import CausalLM, LMConfig
 from jaxtrust.training import (
     adamw_cosine,
+    check_batch,
     clear_memo,
     epoch_batches,
     finetune,
@@ -96,6 +97,15 @@ def test_lm_batch_loss_bad_input():
         lm_batch_loss(model, {"tokens": batch["tokens"], "attention_mask": batch["attention_mask"]})
     with pytest.raises(TypeError, match="mapping"):
         lm_batch_loss(model, batch["tokens"])
+
+
+@pytest.mark.usefixtures("own_error_messages")
+def test_check_batch_names_the_argument_and_the_missing_keys():
+    check_batch({"tokens": 0, "attention_mask": 0, "loss_mask": 0, "extra": 0})
+    with pytest.raises(KeyError, match=r"chosen lacks \['attention_mask', 'loss_mask'\]"):
+        check_batch({"tokens": 0}, "chosen")
+    with pytest.raises(TypeError, match="sft must be a mapping .* got list"):
+        check_batch([1, 2], "sft")
 
 
 def test_memoize_builds_once_and_is_bounded():

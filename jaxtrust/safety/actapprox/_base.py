@@ -145,8 +145,10 @@ class Technique:
     """Base class of every approximation technique (a frozen, hashable configuration).
 
     Subclasses set ``family`` and ``name`` and implement :meth:`apply` for the sites they act
-    on (``sites``). The hooks (:func:`jaxtrust.safety.approx.approx_hooks`) call
-    :meth:`transform`, which restricts the effect to ``layers``.
+    on (``sites``). The hooks (:func:`jaxtrust.safety.actapprox.approx_hooks`) call
+    :meth:`transform`, which restricts the effect to ``layers``. ``strength_field`` names the
+    field that sets the strength (``sparsity``, ``bits``, ``sigma``, ``scale``; None for the
+    fixed polynomial approximations).
 
     Attributes:
       layers: half-open layer range ``(start, stop)`` the technique acts on; None = all layers.
@@ -157,6 +159,7 @@ class Technique:
     sites: ClassVar[tuple[str, ...]] = ()
     needs_rng: ClassVar[bool] = False
     needs_calibration: ClassVar[bool] = False
+    strength_field: ClassVar[str | None] = None
 
     layers: tuple[int, int] | None = None
 
@@ -198,6 +201,6 @@ class Technique:
             )
         if self.needs_calibration and not self.is_identity and not self.is_calibrated:
             raise ValueError(
-                f"{self.name} needs calibration data: call "
-                "jaxtrust.safety.approx.calibrate(techniques, model, tokens, attention_mask) first"
+                f"{self.name} needs calibration data: call jaxtrust.safety.actapprox."
+                "calibrate(techniques, model, tokens, attention_mask) first"
             )

@@ -36,9 +36,9 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
-from jaxtrust.safety.approx._base import (
+from jaxtrust.safety.actapprox._base import (
     LINEAR_INPUT_SITES,
     FrozenArray,
     Technique,
@@ -78,8 +78,8 @@ def fake_quantize(
     *,
     granularity: str = "per_token",
     symmetric: bool = True,
-    clip_max: jax.Array | float = 1.0,
-    clip_min: jax.Array | float = 1.0,
+    clip_max: ArrayLike = 1.0,
+    clip_min: ArrayLike = 1.0,
     ste: bool = False,
 ) -> Float[Array, "*batch dim"]:
     """Quantize and dequantize ``x`` (features on the last axis) to ``bits`` bits.
@@ -138,13 +138,14 @@ class SmoothQuant(Technique):
       smooth_all: also smooth the o_proj / down_proj inputs (absorbable at W16).
       layers: half-open layer range, None = all layers.
       scales: per-site smoothing scales ``[layers, dim]`` (``LINEAR_INPUT_SITES`` order, None
-        for unsmoothed sites), filled by :func:`~jaxtrust.safety.approx.calibrate`.
+        for unsmoothed sites), filled by :func:`~jaxtrust.safety.actapprox.calibrate`.
     """
 
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "smoothquant"
     sites: ClassVar[tuple[str, ...]] = LINEAR_INPUT_SITES
     needs_calibration: ClassVar[bool] = True
+    strength_field: ClassVar[str] = "bits"
     bits: int = 8
     alpha: float = 0.5
     smooth_all: bool = False
@@ -200,13 +201,14 @@ class OmniQuant(Technique):
       layers: half-open layer range, None = all layers.
       params: per site ``(scales [layers, dim], shifts [layers, dim], clip [layers, 2])``
         (clip = (gamma, beta) for max and min), filled by
-        :func:`~jaxtrust.safety.approx.calibrate`.
+        :func:`~jaxtrust.safety.actapprox.calibrate`.
     """
 
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "omniquant"
     sites: ClassVar[tuple[str, ...]] = LINEAR_INPUT_SITES
     needs_calibration: ClassVar[bool] = True
+    strength_field: ClassVar[str] = "bits"
     bits: int = 8
     steps: int = 50
     learning_rate: float = 5e-3
@@ -294,26 +296,44 @@ def _check_site_arrays(technique, arrays, config, what) -> None:
             )
 
 
+def outlier_activations(
+    shape: tuple[int, int] = (512, 256),
+    outliers: tuple[int, float] = (4, 20.0),
+    seed: int = 0,
+) -> np.ndarray:
+    """``[tokens, dim]`` N(0, 1) activations whose first ``outliers[0]`` channels are scaled by
+    ``outliers[1]``: the LLM activation pattern SmoothQuant targets.
+
+    Example:
+      >>> outlier_activations((8, 16)).shape
+      (8, 16)
+    """
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    x[:, : outliers[0]] *= outliers[1]
+    return x
+
+
 def quantization_error(
     technique: Technique,
+    activations: Float[ArrayLike, "*batch dim"] | None = None,
     *,
-    dim: int = 256,
-    tokens: int = 512,
-    outlier_channels: int = 4,
-    outlier_scale: float = 20.0,
-    seed: int = 0,
     reduce: str = "mean",
 ) -> float:
-    """Relative error ``|Q(x) - x| / mean|x|`` of a quantization technique's uncalibrated quantizer
-    on N(0, 1) tokens of width ``dim`` with ``outlier_channels`` channels scaled by
-    ``outlier_scale`` (the LLM activation pattern SmoothQuant targets). Max or mean over entries."""
+    """Relative error ``|Q(x) - x| / mean|x|`` of a quantization technique's uncalibrated
+    quantizer (SmoothQuant: symmetric, OmniQuant: asymmetric, per token), max or mean over the
+    entries of ``activations`` (default :func:`outlier_activations`).
+
+    Example:
+      >>> quantization_error(SmoothQuant(bits=8)) < quantization_error(SmoothQuant(bits=4))
+      True
+    """
     if not isinstance(technique, (SmoothQuant, OmniQuant)):
         raise TypeError(
             f"quantization_error measures quantization techniques, got {type(technique).__name__}"
         )
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((tokens, dim)).astype(np.float32)
-    x[:, :outlier_channels] *= outlier_scale
+    if reduce not in ("max", "mean"):
+        raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")
+    x = outlier_activations() if activations is None else np.asarray(activations, np.float32)
     xq = fake_quantize(jnp.asarray(x), technique.bits, symmetric=isinstance(technique, SmoothQuant))
     err = np.abs(np.asarray(xq) - x) / np.mean(np.abs(x))
     return float(err.max() if reduce == "max" else err.mean())

@@ -35,7 +35,7 @@ SecPE/NEXUS (``r = 7``, ``(1 + x/128)^128``) and the clipped-exp pattern of BOLT
 reproduced). The normalisation is an exact division.
 
 Example:
-  >>> from jaxtrust.safety.approx import technique, polynomial_error
+  >>> from jaxtrust.safety.actapprox import technique, polynomial_error
   >>> err = polynomial_error(technique("bolt"), activation="gelu", interval=(-8.0, 8.0))
   >>> err < 0.03
   True
@@ -55,7 +55,7 @@ from jax.scipy.special import erf
 from jaxtyping import Array, Bool, Float
 
 from jaxtrust.models.hooks import MASK_VALUE
-from jaxtrust.safety.approx._base import Technique
+from jaxtrust.safety.actapprox._base import Technique
 
 POLYNOMIALS = ("iron", "bolt", "bumblebee", "nexus")
 SILU_GELU_RATIO = 1.702  # SiLU(x) ~ 1.702 * GELU(x / 1.702)

@@ -1,5 +1,5 @@
-"""`jaxtrust reproduce actapprox`: helpers (technique specs, claim logic, the hooked wrapper) and a
-tiny end-to-end run (schema and a measured property)."""
+"""`jaxtrust reproduce actapprox`: helpers (technique specs, claim logic, perplexity under the
+hooked wrapper) and a tiny end-to-end run (schema and a measured property)."""
 
 import json
 
@@ -8,16 +8,21 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtrust.experiments.actapprox import (
-    ActApproxConfig,
+from jaxtrust.eval import perplexity
+from jaxtrust.safety.actapprox import (
     HookedLM,
-    _mva_sigma,
-    _sweep_claims,
     first_crossing,
+    mva_sigma,
     parse_technique,
-    perplexity,
+    sweep_claims,
     technique_label,
 )
+from jaxtrust.safety.actapprox.reproduce import ActApproxConfig
+
+
+def _sweep_claims(sweep, config):
+    limits = ("refusal_drop", "perplexity_rise", "utility_drop")
+    return sweep_claims(sweep, **{k: getattr(config, k) for k in limits})._asdict()
 
 
 def test_parse_technique_specs():
@@ -58,30 +63,31 @@ def test_claim_logic_on_synthetic_sweeps():
     assert not _sweep_claims(flat, config)["safety_before_perplexity"]
     assert first_crossing([1, 2], [0.5, 0.4], 0.45, above=False) == 2.0
     # MVA: lowest refusal within the perplexity budget (0.4 is 1.5x: allowed at 2x, not at 1.2x).
-    assert _mva_sigma(sweep, 2.0) == 0.4 and _mva_sigma(sweep, 1.2) == 0.2
+    assert mva_sigma(sweep, 2.0) == 0.4 and mva_sigma(sweep, 1.2) == 0.2
+    # Nothing within the budget: the first sigma > 0.
+    assert mva_sigma({**sweep, "perplexity": [2.0, 9.0, 9.0, 9.0]}, 1.1) == 0.1
 
 
-def _tiny_model():
-    from jaxtrust.data import SafetyWorld
-    from jaxtrust.models import CausalLM, LMConfig
-
-    world = SafetyWorld()
-    config = LMConfig.for_tokenizer(
-        world.tokenizer,
-        hidden_size=16,
-        intermediate_size=32,
-        num_layers=2,
-        num_heads=2,
-        num_kv_heads=1,
-        max_position_embeddings=64,
-    )
-    return world, CausalLM(config, rngs=nnx.Rngs(0))
+def test_claim_logic_rejects_malformed_sweeps(own_error_messages):
+    sweep = {"sigma": [0.0, 0.1], "refusal_rate": [1.0, 0.5], "perplexity": [2.0, 2.0]}
+    with pytest.raises(KeyError, match="utility"):
+        sweep_claims(sweep, refusal_drop=0.1, perplexity_rise=0.1, utility_drop=0.1)
+    with pytest.raises(ValueError, match="equally long"):
+        mva_sigma({**sweep, "perplexity": [2.0]}, 2.0)
+    with pytest.raises(ValueError, match="the exact model"):
+        mva_sigma({**sweep, "sigma": [0.1, 0.2]}, 2.0)
+    with pytest.raises(ValueError, match="budget"):
+        mva_sigma(sweep, 0.5)
+    with pytest.raises(ValueError, match="same length"):
+        first_crossing([1, 2], [0.5], 0.4, above=True)
 
 
-def test_hooked_model_equals_approx_hooks_and_perplexity_matches_numpy():
-    from jaxtrust.safety.approx import approx_hooks, technique
+def test_hooked_model_equals_approx_hooks_and_perplexity_matches_numpy(world_model):
+    import jax
 
-    world, model = _tiny_model()
+    from jaxtrust.safety.actapprox import approx_hooks, technique
+
+    world, model = world_model()
     batch = world.batch(world.utility(4, seed=1), seq_len=world.max_sequence_length)
     tokens, mask = jnp.asarray(batch.tokens), jnp.asarray(batch.attention_mask)
     poly = technique("bolt")
@@ -100,7 +106,7 @@ def test_hooked_model_equals_approx_hooks_and_perplexity_matches_numpy():
     # No technique: the exact model.
     np.testing.assert_array_equal(logits(HookedLM(model, ())), exact)
     # Noise: seeded, and different from the exact model.
-    noisy = HookedLM(model, (technique("gaussian_noise", sigma=0.5),), seed=3)
+    noisy = HookedLM(model, (technique("gaussian_noise", sigma=0.5),), key=jax.random.key(3))
     a, b = logits(noisy), logits(noisy)
     np.testing.assert_array_equal(a, b)
     assert float(jnp.abs(a - exact).max()) > 1e-3
@@ -114,9 +120,10 @@ def test_hooked_model_equals_approx_hooks_and_perplexity_matches_numpy():
     toks, lm = np.asarray(batch.tokens), np.asarray(batch.loss_mask)
     picked = np.take_along_axis(logp[:, :-1], toks[:, 1:, None], axis=-1)[..., 0]
     expected = np.exp(-(picked * lm[:, 1:]).sum() / lm[:, 1:].sum())
-    assert perplexity(model, batch.tokens, batch.attention_mask, batch.loss_mask) == pytest.approx(
-        expected, rel=1e-4
-    )
+    assert perplexity(model, batch.as_dict()) == pytest.approx(expected, rel=1e-4)
+    # the hooked exact model scores the same; under noise, differently
+    assert perplexity(HookedLM(model, ()), batch.as_dict()) == pytest.approx(expected, rel=1e-4)
+    assert perplexity(noisy, batch.as_dict()) != pytest.approx(expected, rel=1e-3)
 
 
 def test_bad_model_size_is_a_key_error(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxtrust.safety.approx import (
+from jaxtrust.safety.actapprox import (
     OmniQuant,
     SmoothQuant,
     fake_quantize,
@@ -121,7 +121,7 @@ def test_bad_quantizer_arguments():
 
 def test_output_factor_preserves_the_reconstruction_error():
     # OmniQuant's per-layer loss |E W|^2 is computed as |E F|^2 with a narrower F (F F^T = W W^T)
-    from jaxtrust.safety.approx._calibration import _output_factor
+    from jaxtrust.safety.actapprox._calibration import _output_factor
 
     rng = np.random.default_rng(0)
     for out in (6, 20):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import erf
 
-from jaxtrust.safety.approx import (
+from jaxtrust.safety.actapprox import (
     POLYNOMIALS,
     STATED_MAX_ERROR,
     Polynomial,

@@ -10,8 +10,8 @@ import jax
 
 from jaxtrust.models.config import LMConfig
 from jaxtrust.models.hooks import ModelHooks
-from jaxtrust.safety.approx._base import SITES, Technique, select_layers
-from jaxtrust.safety.approx.polynomial import Polynomial, activation_kind
+from jaxtrust.safety.actapprox._base import SITES, Technique, select_layers
+from jaxtrust.safety.actapprox.polynomial import Polynomial, activation_kind
 
 _NORM_SITES = {"attn_norm": "attn_input", "mlp_norm": "mlp_input"}
 
@@ -100,7 +100,7 @@ def approx_hooks(
 
     Example:
       >>> from jaxtrust.models import LMConfig
-      >>> from jaxtrust.safety.approx import technique
+      >>> from jaxtrust.safety.actapprox import technique
       >>> hooks = approx_hooks(technique("nexus", layers=(0, 1)), LMConfig.tiny())
       >>> hash(hooks) == hash(approx_hooks(technique("nexus", layers=(0, 1)), LMConfig.tiny()))
       True
@@ -116,7 +116,7 @@ def approx_hooks(
     for t in techniques:
         if not isinstance(t, Technique):
             raise TypeError(
-                "techniques must be Technique objects (see jaxtrust.safety.approx.technique), "
+                "techniques must be Technique objects (see jaxtrust.safety.actapprox.technique), "
                 f"got {t!r}"
             )
         t.check_model(config)

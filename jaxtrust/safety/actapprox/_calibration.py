@@ -15,14 +15,14 @@ import optax
 from jaxtyping import ArrayLike, Bool, Int
 
 from jaxtrust.models.hooks import ModelHooks
-from jaxtrust.safety.approx._base import LINEAR_INPUT_SITES, SITES, FrozenArray, Technique
-from jaxtrust.safety.approx.quantization import (
+from jaxtrust.safety.actapprox._base import LINEAR_INPUT_SITES, SITES, FrozenArray, Technique
+from jaxtrust.safety.actapprox.quantization import (
     OmniQuant,
     SmoothQuant,
     let_quantize,
     smoothing_scales,
 )
-from jaxtrust.safety.approx.sparsity import Cats, Teal
+from jaxtrust.safety.actapprox.sparsity import Cats, Teal
 
 _NORM_SITES = {"attn_norm": "attn_input", "mlp_norm": "mlp_input"}
 
@@ -94,7 +94,7 @@ def record_activations(
     Args:
       model: a :class:`~jaxtrust.models.CausalLM`.
       tokens: ``[batch, seq]`` int calibration tokens; attention_mask: ``[batch, seq]`` bool.
-      sites: which sites (``jaxtrust.safety.approx.SITES``).
+      sites: which sites (``jaxtrust.safety.actapprox.SITES``).
       max_rows: size of the token subsample kept per layer and site.
       levels: quantile levels of |x| to compute over all real entries (TEAL/CATS thresholds);
         beyond ``max_quantile_entries`` entries per layer and site, over a uniform subsample
@@ -251,7 +251,7 @@ def calibrate(
     TEAL/CATS: the ``sparsity``-quantile of |x| per layer (and site) over all real calibration
     entries. SmoothQuant: ``s = max|X|^alpha / max|W|^(1 - alpha)`` per layer and channel.
     OmniQuant: LET scales/shifts and clipping fitted per layer (see
-    :mod:`~jaxtrust.safety.approx.quantization`). Other techniques are returned unchanged.
+    :mod:`~jaxtrust.safety.actapprox.quantization`). Other techniques are returned unchanged.
 
     Args:
       techniques: one technique or a sequence.

@@ -6,10 +6,10 @@ import math
 
 import jax
 
-from jaxtrust.safety.approx._base import Technique
-from jaxtrust.safety.approx.noise import GaussianNoise, LaplaceNoise
-from jaxtrust.safety.approx.polynomial import Polynomial, polynomial_error
-from jaxtrust.safety.approx.quantization import OmniQuant, SmoothQuant, quantization_error
+from jaxtrust.safety.actapprox._base import Technique
+from jaxtrust.safety.actapprox.noise import GaussianNoise, LaplaceNoise
+from jaxtrust.safety.actapprox.polynomial import Polynomial, polynomial_error
+from jaxtrust.safety.actapprox.quantization import OmniQuant, SmoothQuant, quantization_error
 
 
 def approximation_error(technique: Technique, *, reduce: str = "max", **kwargs) -> float:
@@ -17,16 +17,17 @@ def approximation_error(technique: Technique, *, reduce: str = "max", **kwargs) 
 
     * polynomial: ``|approx(x) - f(x)|`` on an even grid, f = GELU/SiLU on [-8, 8] (default,
       ``activation="gelu"``) or the softmax exp on [-16, 0] (``function="exp"``); see
-      :func:`~jaxtrust.safety.approx.polynomial.polynomial_error`.
+      :func:`~jaxtrust.safety.actapprox.polynomial.polynomial_error`.
     * quantization: relative error ``|Q(x) - x| / mean|x|`` of the per-token quantizer on
-      N(0, 1) tokens with outlier channels (:func:`~jaxtrust.safety.approx.quantization_error`).
+      N(0, 1) tokens with outlier channels, or on given ``activations=``
+      (:func:`~jaxtrust.safety.actapprox.quantization_error`).
     * noise: ``E|eps|`` (sigma sqrt(2/pi) for Gaussian, scale for Laplace); unbounded, so
       ``reduce="max"`` raises.
     * sparsification: data-dependent (the error is the zeroed entries of the calibration
       activations); raises TypeError.
 
     Example:
-      >>> from jaxtrust.safety.approx import technique
+      >>> from jaxtrust.safety.actapprox import technique
       >>> approximation_error(technique("nexus")) < 1e-3
       True
     """

@@ -12,7 +12,7 @@
   *Faithful* to CATS's thresholding (the custom sparse kernel is irrelevant for accuracy).
 
 ``sparsity`` lies in [0, 1); 0 is the identity. Thresholds come from
-:func:`~jaxtrust.safety.approx.calibrate`; the thresholds of a given sparsity are calibrated on
+:func:`~jaxtrust.safety.actapprox.calibrate`; the thresholds of a given sparsity are calibrated on
 the exact model.
 """
 
@@ -24,7 +24,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from jaxtrust.safety.approx._base import (
+from jaxtrust.safety.actapprox._base import (
     LINEAR_INPUT_SITES,
     FrozenArray,
     Technique,
@@ -41,6 +41,7 @@ def threshold(x: jax.Array, t) -> jax.Array:
 class _Sparsity(Technique):
     family: ClassVar[str] = "sparsification"
     needs_calibration: ClassVar[bool] = True
+    strength_field: ClassVar[str] = "sparsity"
     sparsity: float = 0.0
     thresholds: FrozenArray | None = None
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxtrust.models import CausalLM, KVCache, LMConfig
-from jaxtrust.safety.approx import (
+from jaxtrust.safety.actapprox import (
     FAMILIES,
     KNOWN_TECHNIQUES,
     LINEAR_INPUT_SITES,
@@ -152,7 +152,7 @@ def test_layer_restriction_leaves_other_layers_untouched(model, batch, forward, 
     assert float(jnp.abs(hidden[2] - exact_h[2]).max()) > 1e-6
 
 
-def test_layers_beyond_the_model_are_rejected():
+def test_layers_beyond_the_model_are_rejected(own_error_messages):
     with pytest.raises(ValueError, match="beyond the model's 3 layers"):
         approx_hooks(technique("nexus", layers=(2, 4)), CONFIG)
     with pytest.raises(ValueError, match="0 <= start < stop"):
@@ -231,8 +231,8 @@ def test_smoothquant_scales_follow_the_formula(model, calibrated, record):
 def test_omniquant_reconstruction_beats_its_init(model, calibrated, record):
     """The learned LET + clipping reconstructs each linear layer's output better than the
     SmoothQuant-style initialisation it starts from (on the calibration activations)."""
-    from jaxtrust.safety.approx._calibration import _fit_let, _weights
-    from jaxtrust.safety.approx.quantization import let_quantize
+    from jaxtrust.safety.actapprox._calibration import _fit_let, _weights
+    from jaxtrust.safety.actapprox.quantization import let_quantize
 
     x, w = record.rows["mlp_input"], _weights(model)["mlp_input"]
     init = _fit_let(x, w, 4, 0, 5e-3)
@@ -367,7 +367,7 @@ def test_approx_hooks_type():
 
 
 def test_references_cover_every_technique():
-    from jaxtrust.safety.approx import REFERENCES
+    from jaxtrust.safety.actapprox import REFERENCES
 
     assert set(REFERENCES) == set(KNOWN_TECHNIQUES)
     for name, (family, reference, _) in REFERENCES.items():
