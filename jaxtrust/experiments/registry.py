@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 # Every reproduction, by name, and the module that registers it: the one list to edit when a
 # paper lands. Modules are imported lazily (see ``_load``) so that ``jaxtrust --help`` stays fast.
 EXPERIMENT_MODULES: dict[str, str] = {
