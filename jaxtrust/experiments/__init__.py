@@ -11,8 +11,10 @@ from jaxtrust.experiments.registry import (
     ExperimentResult,
     RunContext,
     Table,
+    check_config,
     get_experiment,
     list_experiments,
+    pyplot,
     register,
     run_experiment,
 )
@@ -22,8 +24,10 @@ __all__ = [
     "ExperimentResult",
     "RunContext",
     "Table",
+    "check_config",
     "get_experiment",
     "list_experiments",
+    "pyplot",
     "register",
     "run_experiment",
 ]

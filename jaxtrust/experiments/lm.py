@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxtrust.data import ArithmeticWorld, collate
 from jaxtrust.eval import generate_responses
-from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
+from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, pyplot, register
 from jaxtrust.models import CausalLM, LMConfig
 from jaxtrust.training import (
     Checkpointer,
@@ -72,18 +72,10 @@ def _exact_match(model, tokenizer, world, examples) -> float:
     return world.exact_match(predictions, examples)
 
 
-@register(
-    "lm",
-    description="train a causal LM on the arithmetic world; exact match on unseen pairs and templates",
-    config_cls=LMExperimentConfig,
-    presets=PRESETS,
-)
+@register("lm", LMExperimentConfig, PRESETS)
 def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Train a causal LM on the arithmetic world; exact match on unseen pairs and templates."""
+    plt = pyplot()
     world = ArithmeticWorld(max_operand=config.max_operand, seed=ctx.seed)
     tok = world.tokenizer
     model_config = LMConfig.for_tokenizer(

@@ -28,6 +28,67 @@ EXPERIMENT_MODULES: dict[str, str] = {
 PRESETS = ("quick", "full")
 
 
+def check_config(
+    config: Any,
+    *,
+    positive: Sequence[str] = (),
+    nonnegative: Sequence[str] = (),
+    fractions: Sequence[str] = (),
+    choices: Mapping[str, Sequence[Any]] | None = None,
+) -> None:
+    """Validate a reproduction's config fields (call it from ``__post_init__``).
+
+    Args:
+      config: the config dataclass.
+      positive: fields that must be ints >= 1.
+      nonnegative: fields that must be ints >= 0.
+      fractions: fields that must be numbers in [0, 1].
+      choices: ``field -> allowed values``; a tuple-valued field must hold only allowed values.
+
+    Raises:
+      ValueError: naming the first bad field, its value and what was expected.
+
+    Example:
+      >>> import dataclasses
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class C:
+      ...     steps: int = 0
+      >>> check_config(C(), positive=("steps",))
+      Traceback (most recent call last):
+      ...
+      ValueError: steps must be a positive int, got 0
+    """
+    for name in positive:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    for name in nonnegative:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    for name in fractions:
+        value = getattr(config, name)
+        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    for name, allowed in (choices or {}).items():
+        value = getattr(config, name)
+        values = value if isinstance(value, tuple | list) else (value,)
+        for v in values:
+            if v not in allowed:
+                raise ValueError(f"{name}: unknown value {v!r}; known: {tuple(allowed)}")
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (reports are written to files;
+    imported on demand because matplotlib costs a second at import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     """A result table: a title, column names and rows (numbers or strings)."""
@@ -121,14 +182,33 @@ class Experiment:
 _REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, *, description: str, config_cls: type, presets: Mapping[str, Any]):
-    """Decorator registering ``fn(config, ctx) -> ExperimentResult`` under ``name``."""
+def register(
+    name: str,
+    config_cls: type | None = None,
+    presets: Mapping[str, Any] | None = None,
+    *,
+    description: str | None = None,
+):
+    """Decorator registering ``fn(config, ctx) -> ExperimentResult`` under ``name``.
+
+    Args:
+      name: the experiment's name (``jaxtrust reproduce NAME``).
+      config_cls: its frozen config dataclass.
+      presets: ``preset name -> config``; must include ``quick`` and ``full``.
+      description: one line for ``jaxtrust list`` (default: the first line of ``fn``'s
+        docstring).
+    """
+    if config_cls is None or presets is None:
+        raise TypeError("register needs config_cls and presets")
     missing = set(PRESETS) - set(presets)
     if missing:
         raise ValueError(f"experiment {name!r} lacks presets {sorted(missing)}")
 
     def decorator(fn):
-        _REGISTRY[name] = Experiment(name, description, config_cls, dict(presets), fn)
+        text = description or (fn.__doc__ or "").strip().split("\n")[0]
+        if not text:
+            raise ValueError(f"experiment {name!r}: give a description or a docstring")
+        _REGISTRY[name] = Experiment(name, text, config_cls, dict(presets), fn)
         return fn
 
     return decorator

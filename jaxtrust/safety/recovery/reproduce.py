@@ -18,7 +18,14 @@ import numpy as np
 import optax
 
 from jaxtrust.data import FINETUNE_ATTACKS
-from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
+from jaxtrust.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    Table,
+    check_config,
+    pyplot,
+    register,
+)
 from jaxtrust.safety.recovery.recover import recover
 from jaxtrust.training import finetune
 from jaxtrust.zoo import ZooConfig, aligned_model, safety_summary
@@ -40,21 +47,21 @@ class OneShotConfig:
     eval_examples: int = 40
 
     def __post_init__(self):
-        if self.attack not in FINETUNE_ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; known: {tuple(FINETUNE_ATTACKS)}")
         if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
             raise ValueError(f"learning_rates must be positive, got {self.learning_rates}")
-        for name in (
-            "num_seeds",
-            "train_examples",
-            "attack_steps",
-            "batch_size",
-            "pool_size",
-            "recovery_steps",
-            "eval_examples",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_config(
+            self,
+            positive=(
+                "num_seeds",
+                "train_examples",
+                "attack_steps",
+                "batch_size",
+                "pool_size",
+                "recovery_steps",
+                "eval_examples",
+            ),
+            choices={"attack": tuple(FINETUNE_ATTACKS)},
+        )
 
 
 PRESETS = {
@@ -88,17 +95,10 @@ def _attack(model, world, config: OneShotConfig, seed: int):
     ).model
 
 
-@register(
-    "oneshot",
-    description="one-shot safety recovery of an attacked in-house aligned model",
-    config_cls=OneShotConfig,
-    presets=PRESETS,
-)
+@register("oneshot", OneShotConfig, PRESETS)
 def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One-shot safety recovery of an attacked in-house aligned model."""
+    plt = pyplot()
 
     def evaluate(model, world):
         return safety_summary(model, world, n=config.eval_examples, seed=20_000)

@@ -67,7 +67,7 @@ from jaxtrust.data.harmful_prompts import (
 )
 from jaxtrust.eval import generate_responses, lm_metrics
 from jaxtrust.eval.judges import is_jailbroken, keyword_attack_success_rate, keyword_refusal_rate
-from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table
+from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, check_config
 from jaxtrust.models import format_chat, load_pretrained, load_tokenizer, save_pretrained
 from jaxtrust.safety.spf.step import refresh_dispatch, safety_batch
 from jaxtrust.safety.spf.transform import spf
@@ -114,44 +114,38 @@ class RealSPFConfig:
     methods: tuple[str, ...] = METHODS
 
     def __post_init__(self):
-        for name in (
-            "align_harmful",
-            "align_benign",
-            "align_steps",
-            "batch_size",
-            "answer_tokens",
-            "eval_harmful",
-            "eval_benign",
-            "eval_new_tokens",
-            "finetune_examples",
-            "finetune_steps",
-            "rank",
-            "generation_batch",
-            "checkpoint_every",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_config(
+            self,
+            positive=(
+                "align_harmful",
+                "align_benign",
+                "align_steps",
+                "batch_size",
+                "answer_tokens",
+                "eval_harmful",
+                "eval_benign",
+                "eval_new_tokens",
+                "finetune_examples",
+                "finetune_steps",
+                "rank",
+                "generation_batch",
+                "checkpoint_every",
+            ),
+            fractions=("poison_fraction",),
+            choices={
+                "attacks": ATTACKS,
+                "methods": METHODS,
+                "safety_category": DONOTANSWER_CATEGORIES,
+            },
+        )
         if self.seq_len < 16:
             raise ValueError(f"seq_len must be >= 16, got {self.seq_len}")
         if self.refresh_every < 0:
             raise ValueError(f"refresh_every must be >= 1, or 0 for once, got {self.refresh_every}")
-        if not 0.0 <= self.poison_fraction <= 1.0:
-            raise ValueError(f"poison_fraction must be in [0, 1], got {self.poison_fraction}")
         if self.eval_benign + self.align_benign + self.finetune_examples > 480:
             raise ValueError(
                 "eval_benign + align_benign + finetune_examples must be <= 480 (benign_instructions' pool)"
             )
-        if self.safety_category not in DONOTANSWER_CATEGORIES:
-            raise ValueError(
-                f"safety_category must be one of {DONOTANSWER_CATEGORIES}, got {self.safety_category!r}"
-            )
-        for name in self.attacks:
-            if name not in ATTACKS:
-                raise ValueError(f"attacks: unknown attack {name!r}; known: {ATTACKS}")
-        for name in self.methods:
-            if name not in METHODS:
-                raise ValueError(f"methods: unknown method {name!r}; known: {METHODS}")
 
 
 # ---------------------------------------------------------------------------- data

@@ -32,7 +32,14 @@ import optax
 from flax import nnx
 
 from jaxtrust.data import FINETUNE_ATTACKS
-from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
+from jaxtrust.experiments.registry import (
+    ExperimentResult,
+    RunContext,
+    Table,
+    check_config,
+    pyplot,
+    register,
+)
 from jaxtrust.safety.recovery import recover
 from jaxtrust.safety.spf.baselines import pcgrad_full, random_subspace, safe_lora
 from jaxtrust.safety.spf.geometry import basis_overlap_table, gradient_cosine, spectrum_table
@@ -82,28 +89,26 @@ class SPFExperimentConfig:
     trajectory_examples: int = 20
 
     def __post_init__(self):
-        for name in self.attacks:
-            if name not in ATTACKS:
-                raise ValueError(f"unknown attack {name!r}; known: {ATTACKS}")
-        for name in self.methods:
-            if name not in METHODS:
-                raise ValueError(f"unknown method {name!r}; known: {METHODS}")
-        if self.placement not in ("pre_adam", "post_adam"):
-            raise ValueError(f"placement must be 'pre_adam' or 'post_adam', got {self.placement!r}")
-        if self.trajectory_every < 0:
-            raise ValueError(f"trajectory_every must be >= 0, got {self.trajectory_every}")
-        for name in (
-            "num_seeds",
-            "train_examples",
-            "steps",
-            "deep_steps",
-            "batch_size",
-            "rank",
-            "eval_examples",
-            "oneshot_steps",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_config(
+            self,
+            positive=(
+                "num_seeds",
+                "train_examples",
+                "steps",
+                "deep_steps",
+                "batch_size",
+                "rank",
+                "eval_examples",
+                "oneshot_steps",
+                "trajectory_examples",
+            ),
+            nonnegative=("trajectory_every",),
+            choices={
+                "attacks": ATTACKS,
+                "methods": METHODS,
+                "placement": ("pre_adam", "post_adam"),
+            },
+        )
 
 
 PRESETS = {
@@ -334,18 +339,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
-@register(
-    "spf",
-    description="SPF vs fine-tuning attacks on the in-house aligned model (and SmolLM2 in full)",
-    config_cls=SPFExperimentConfig,
-    presets=PRESETS,
-)
+@register("spf", SPFExperimentConfig, PRESETS)
 def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """SPF vs fine-tuning attacks on the in-house aligned model (and SmolLM2 in full)."""
+    plt = pyplot()
     seeds = [ctx.seed + i for i in range(config.num_seeds)]
     per_seed: dict[str, dict[str, list[dict[str, float]]]] = {
         a: {m: [] for m in config.methods} for a in config.attacks
