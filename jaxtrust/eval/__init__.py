@@ -22,7 +22,7 @@ from jaxtrust.eval.judges import (
     refusal_rate,
     safety_report,
 )
-from jaxtrust.eval.perplexity import lm_metrics, perplexity, sequence_nll
+from jaxtrust.eval.perplexity import lm_metrics, perplexity, row_nll, sequence_nll
 from jaxtrust.eval.responses import Responses, generate_responses, special_ids
 from jaxtrust.eval.stats import MeanSE, claim_count, mean_se, proportion_se, seed_summary
 
@@ -46,6 +46,7 @@ __all__ = [
     "perplexity",
     "proportion_se",
     "refusal_rate",
+    "row_nll",
     "safety_report",
     "seed_summary",
     "sequence_nll",

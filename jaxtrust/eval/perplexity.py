@@ -35,7 +35,7 @@ from jaxtrust.training.batches import pool_size
 from jaxtrust.training.losses import token_logprobs
 from jaxtrust.training.memo import memoize
 
-__all__ = ["lm_metrics", "perplexity", "sequence_nll"]
+__all__ = ["lm_metrics", "perplexity", "row_nll", "sequence_nll"]
 
 
 def _nll_program(graphdef: nnx.GraphDef, hooks: Any):
@@ -87,6 +87,41 @@ def _run(model, batch, hooks):
     )
 
 
+def row_nll(
+    model: Any, pool: Mapping[str, Any], *, batch_size: int = 64, hooks: Any = None
+) -> dict[str, np.ndarray]:
+    """Per-row summed target NLL, target count and greedy hits over every row of ``pool``.
+
+    The pool is scored in chunks of ``batch_size`` rows (the last chunk padded with copies, so
+    every chunk has one shape and one compilation).
+
+    Args:
+      model: a causal LM.
+      pool: ``{"tokens", "attention_mask", "loss_mask"}`` arrays ``[n, seq]``.
+      batch_size: rows per forward.
+      hooks: optional hashable :class:`~jaxtrust.models.ModelHooks`.
+
+    Returns:
+      ``{"nll", "num_targets", "correct"}``, each ``[n]`` float32 NumPy (``-nll`` is the
+      sequence log-probability of the targets).
+    """
+    n = pool_size({k: pool[k] for k in BATCH_KEYS if k in pool})
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    host = {k: np.asarray(pool[k]) for k in BATCH_KEYS}
+    size = min(batch_size, n)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for lo in range(0, n, size):
+        chunk = {k: v[lo : lo + size] for k, v in host.items()}
+        real = len(chunk["tokens"])
+        if real < size:
+            chunk = {k: np.concatenate([v, v[:1].repeat(size - real, 0)]) for k, v in chunk.items()}
+        out = _run(model, chunk, hooks)
+        parts.append(tuple(np.asarray(x)[:real] for x in out))
+    nll, num, hits = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return {"nll": nll, "num_targets": num, "correct": hits}
+
+
 def lm_metrics(
     model: Any, pool: Mapping[str, Any], *, batch_size: int = 64, hooks: Any = None
 ) -> dict[str, float]:
@@ -108,23 +143,10 @@ def lm_metrics(
     Raises:
       ValueError: the pool has no target token.
     """
-    n = pool_size({k: pool[k] for k in BATCH_KEYS if k in pool})
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    host = {k: np.asarray(pool[k]) for k in BATCH_KEYS}
-    size = min(batch_size, n)
-    total, count, correct = 0.0, 0.0, 0.0
-    for lo in range(0, n, size):
-        chunk = {k: v[lo : lo + size] for k, v in host.items()}
-        short = size - len(chunk["tokens"])
-        if short:
-            chunk = {k: np.concatenate([v, v[:1].repeat(short, 0)]) for k, v in chunk.items()}
-            chunk["loss_mask"] = chunk["loss_mask"].astype(np.float32)
-            chunk["loss_mask"][size - short :] = 0.0
-        nll, num, hits = _run(model, chunk, hooks)
-        total += float(jnp.sum(nll))
-        count += float(jnp.sum(num))
-        correct += float(jnp.sum(hits))
+    rows = row_nll(model, pool, batch_size=batch_size, hooks=hooks)
+    total = float(rows["nll"].sum())
+    count = float(rows["num_targets"].sum())
+    correct = float(rows["correct"].sum())
     if count == 0:
         raise ValueError("pool has no target tokens (loss_mask is zero everywhere past t=0)")
     loss = total / count

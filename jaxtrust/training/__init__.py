@@ -10,7 +10,13 @@ Works for any Flax NNX module and any loss ``loss_fn(model, batch, rng) -> (loss
                          checkpointer=Checkpointer("ckpt"), checkpoint_every=100)
 """
 
-from jaxtrust.training.adapters import BATCH_KEYS, check_batch, lm_batch_loss, lm_loss_fn
+from jaxtrust.training.adapters import (
+    BATCH_KEYS,
+    check_batch,
+    lm_batch_loss,
+    lm_loss_fn,
+    lm_marginal_loss,
+)
 from jaxtrust.training.batches import epoch_batches, pool_size
 from jaxtrust.training.checkpoint import Checkpointer, abstract_like, load_pytree, save_pytree
 from jaxtrust.training.finetune import FinetuneResult, finetune
@@ -49,6 +55,7 @@ __all__ = [
     "finetune",
     "lm_batch_loss",
     "lm_loss_fn",
+    "lm_marginal_loss",
     "memo_size",
     "memoize",
     "pool_size",

@@ -25,9 +25,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxtrust.training.losses import lm_loss
+from jaxtrust.training.losses import lm_loss, sequence_logprobs
 
-__all__ = ["BATCH_KEYS", "check_batch", "lm_batch_loss", "lm_loss_fn"]
+__all__ = ["BATCH_KEYS", "check_batch", "lm_batch_loss", "lm_loss_fn", "lm_marginal_loss"]
 
 BATCH_KEYS = ("tokens", "attention_mask", "loss_mask")
 
@@ -85,3 +85,39 @@ def lm_loss_fn(
     """
     del key
     return lm_batch_loss(model, batch)
+
+
+def lm_marginal_loss(
+    model: Any, batch: Mapping[str, Any], *, group: int
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    r"""Negative log of the total probability of a *set* of acceptable responses.
+
+    The batch holds ``group`` consecutive rows per prompt, one acceptable response each (e.g.
+    every refusal wording of a request). With :math:`\log\pi(y \mid x)` the summed
+    target-token log-probability of a row,
+
+    .. math:: \mathcal{L} = -\frac1P \sum_{p=1}^{P} \log \sum_{j=1}^{G}
+              \pi(y_{p,j} \mid x_p),
+
+    so the loss does not ask *which* wording the model uses, only whether it uses one of them.
+
+    Args:
+      model: a causal LM.
+      batch: ``{"tokens", "attention_mask", "loss_mask"}`` with ``P * group`` rows.
+      group: rows per prompt (static).
+
+    Returns:
+      ``(loss, {"loss", "num_prompts"})``.
+    """
+    check_batch(batch)
+    tokens = jnp.asarray(batch["tokens"])
+    if not isinstance(group, int) or group < 1 or tokens.shape[0] % group:
+        raise ValueError(
+            f"group must be a positive int dividing the batch's {tokens.shape[0]} rows, "
+            f"got {group!r}"
+        )
+    logits = model(tokens, attention_mask=jnp.asarray(batch["attention_mask"])).logits
+    logp = sequence_logprobs(logits, tokens, jnp.asarray(batch["loss_mask"]))
+    per_prompt = jax.nn.logsumexp(logp.reshape(-1, group), axis=1)
+    loss = -jnp.mean(per_prompt)
+    return loss, {"loss": loss, "num_prompts": jnp.asarray(per_prompt.shape[0], jnp.float32)}

@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from jaxtrust.data.safety_world import SafetyWorld
+from jaxtrust.data.safety_world_v2 import SafetyWorldV2
 from jaxtrust.data.vocab import WordTokenizer
 from jaxtrust.zoo import cache as _cache
 from jaxtrust.zoo.cache import FORMAT_VERSION, default_cache_dir
@@ -62,7 +63,7 @@ class ZooConfig:
     held-out benign ones (see the module docstring) in a few CPU minutes.
     """
 
-    world: SafetyWorld = SafetyWorld()
+    world: SafetyWorld | SafetyWorldV2 = SafetyWorld()
     num_layers: int = 2
     hidden_size: int = 64
     num_heads: int = 4
@@ -79,8 +80,10 @@ class ZooConfig:
     pool_size: int = 20_000
 
     def __post_init__(self):
-        if not isinstance(self.world, SafetyWorld):
-            raise TypeError(f"world must be a SafetyWorld, got {type(self.world).__name__}")
+        if not isinstance(self.world, SafetyWorld | SafetyWorldV2):
+            raise TypeError(
+                f"world must be a SafetyWorld or SafetyWorldV2, got {type(self.world).__name__}"
+            )
         for name in (
             "num_layers",
             "hidden_size",
@@ -126,7 +129,32 @@ class ZooConfig:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if isinstance(self.world, SafetyWorldV2):  # v1 entries keep their historical keys
+            out["world_type"] = "SafetyWorldV2"
+        return out
+
+    @classmethod
+    def v2(cls, **overrides: Any) -> ZooConfig:
+        """The version-2 test bed: :class:`~jaxtrust.data.safety_world_v2.SafetyWorldV2` and a
+        4-layer, 256-wide model (about 3.2 M parameters), built in minutes on 2 cores."""
+        defaults = dict(
+            world=SafetyWorldV2(),
+            num_layers=4,
+            hidden_size=256,
+            num_heads=8,
+            num_kv_heads=4,
+            intermediate_size=768,
+            seq_len=40,
+            batch_size=32,
+            base_steps=600,
+            base_learning_rate=1.5e-3,
+            align_steps=250,
+            align_learning_rate=5e-4,
+            warmup_steps=40,
+            pool_size=20_000,
+        )
+        return cls(**{**defaults, **overrides})
 
 
 @dataclasses.dataclass(frozen=True)

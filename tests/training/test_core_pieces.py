@@ -223,3 +223,30 @@ def test_finetune_bad_input():
         )
     with pytest.raises(TypeError, match="nnx.Module"):
         finetune(object(), _pool(), optax.sgd(0.1), steps=1, batch_size=4, seed=0)
+
+
+def test_lm_marginal_loss_is_minus_logsumexp_of_the_set():
+    from jaxtrust.training import lm_marginal_loss, sequence_logprobs
+
+    model = CausalLM(LMConfig.tiny(vocab_size=17), rngs=nnx.Rngs(0))
+    pool = _pool(n=6)
+    pool["loss_mask"][:, :3] = 0.0
+    loss, aux = lm_marginal_loss(model, pool, group=3)
+    logits = model(jnp.asarray(pool["tokens"])).logits
+    logp = np.asarray(
+        sequence_logprobs(logits, jnp.asarray(pool["tokens"]), jnp.asarray(pool["loss_mask"]))
+    )
+    ref = -np.mean([np.logaddexp.reduce(logp[i : i + 3]) for i in (0, 3)])
+    np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
+    assert float(aux["num_prompts"]) == 2.0
+    # the set's probability is at least its most likely member's
+    assert float(loss) <= -np.mean([logp[0:3].max(), logp[3:6].max()]) + 1e-5
+
+
+@pytest.mark.usefixtures("own_error_messages")
+def test_lm_marginal_loss_bad_group():
+    from jaxtrust.training import lm_marginal_loss
+
+    model = CausalLM(LMConfig.tiny(vocab_size=17), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="group must be a positive int dividing"):
+        lm_marginal_loss(model, _pool(n=6), group=4)

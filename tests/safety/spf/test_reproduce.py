@@ -16,19 +16,7 @@ RATES = ("refusal_rate", "refusal_rate_std", "utility", "utility_std")
 
 
 def test_spf_schema_and_harmful_sft_erodes_refusal(tmp_path):
-    run_experiment(
-        "spf",
-        seed=0,
-        out_dir=tmp_path,
-        overrides=[
-            "num_seeds=1",
-            "steps=30",
-            "eval_examples=12",
-            'attacks=["benign","harmful"]',
-            'methods=["sft","spf","pcgrad_full"]',
-        ],
-        progress=False,
-    )
+    run_experiment("spf", preset="smoke", seed=0, out_dir=tmp_path, progress=False)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert set(m["aligned"]) >= {"refusal_rate", "utility"} and m["seeds"] == [0]
     assert set(m["runs"]) == {"benign", "harmful"}
@@ -42,28 +30,30 @@ def test_spf_schema_and_harmful_sft_erodes_refusal(tmp_path):
     geometry = m["geometry"]
     assert geometry["overlap"]["left"] > 3 * geometry["overlap"]["random_left"]  # one sample ~ many
     assert (tmp_path / "refusal_vs_utility.png").exists()
+    # the schema the safety-world issue added
+    assert set(m["model"]) == {"layers", "d_model", "params"} and m["model"]["params"] > 10_000
+    assert set(m["eval_sizes"]) == {"forbidden", "benign", "utility"}
+    assert set(m["sample_curve"]) == {"1", "4"} and set(m["sample_curve"]["1"]) == {"4"}
+    for claim in m["claims"].values():
+        assert set(claim) == {"holds", "seeds"} and claim["seeds"] == 1
+    assert set(m["lr"]) == {"sft", "spf", "pcgrad_full"}
+    assert 0.0 <= m["harmful_share"]["harmful"]["harmful_token_share"] <= 1.0
 
 
 def test_oneshot_schema_and_recovery_restores_refusal(tmp_path):
-    run_experiment(
-        "oneshot",
-        seed=0,
-        out_dir=tmp_path,
-        overrides=[
-            "num_seeds=1",
-            "attack=harmful",
-            "attack_steps=30",
-            "eval_examples=12",
-            "learning_rates=[1e-3]",
-        ],
-        progress=False,
-    )
+    run_experiment("oneshot", preset="smoke", seed=0, out_dir=tmp_path, progress=False)
     m = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("aligned", "attacked", "recovered"):
         assert set(m[key]) >= {"refusal_rate", "utility"}
     assert "steps" in m
     assert m["attacked"]["refusal_rate"] <= m["aligned"]["refusal_rate"] - 0.5
     assert m["recovered"]["refusal_rate"] >= m["attacked"]["refusal_rate"] + 0.5
+    (seed,) = m["per_seed"]
+    assert set(seed["selections"]) == {"bilevel", "first"} and set(seed["steps_sweep"]) == {
+        "2",
+        "10",
+    }
+    assert m["claims"]["recovery_within_0.05_at_small_utility_cost"]["seeds"] == 1
 
 
 def test_demo_spf_keeps_refusal_where_sft_loses_it(tmp_path):

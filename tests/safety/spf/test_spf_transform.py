@@ -9,10 +9,10 @@ import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.safety.spf.test_subspace import np_basis, np_project
 
 from jaxtrust.safety.spf import SPFState, path_name, project_conflict, selected_matrices, spf
 from jaxtrust.safety.spf import subspace as sub
+from tests.safety.spf.test_subspace import np_basis, np_project
 
 
 def rand_tree(seed: int, scale: float = 1.0) -> dict:
