@@ -3,9 +3,17 @@
 # pyproject.toml or this Makefile changes):
 #   .venv      newest stack Python 3.11 gets (jax 0.10.x, numpy 2) + torch 2.13.0 CPU for parity tests
 #   .venv-fhe  jaxtrust[fhe]: Concrete-ML 1.9 with its own pins (numpy 1.26, older jax)
+#   .venv-ckks OpenFHE (its wheel carries a CPython 3.10 extension) on a Python 3.10 found through
+#              $PYTHON310 or pyenv; skipped, with a message, where none exists. jaxtrust itself
+#              needs 3.11, so this environment holds only openfhe + numpy + jaxtyping: the
+#              delegation puts the caller's jaxtrust on the worker's path.
 PYTHON ?= python3.11
 VENV := .venv
 VENV_FHE := .venv-fhe
+VENV_CKKS := .venv-ckks
+CKKS_PKGS := openfhe==1.6.1.0.22.4 "numpy<2.3" "jaxtyping>=0.2.36"
+# A Python 3.10: $PYTHON310, else the newest 3.10 that pyenv knows (never a hard-coded path).
+PYTHON310 ?= $(shell command -v pyenv >/dev/null 2>&1 && v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10(\.|$$)' | tail -1) && [ -n "$$v" ] && echo "$$(pyenv prefix $$v)/bin/python")
 PY := $(VENV)/bin/python
 PY_FHE := $(VENV_FHE)/bin/python
 STAMP := $(VENV)/.jaxtrust-stamp
@@ -16,9 +24,9 @@ PYTEST_ARGS ?=
 PRESET ?= quick
 OUT ?= runs/demo
 
-.PHONY: setup setup-main setup-fhe demo demo-all lint test test-fast test-main test-fhe bench clean-venvs info
+.PHONY: setup setup-main setup-fhe setup-ckks demo demo-all lint test test-fast test-main test-fhe test-ckks bench clean-venvs info
 
-setup: setup-main setup-fhe
+setup: setup-main setup-fhe setup-ckks
 
 setup-main: $(STAMP)
 setup-fhe: $(STAMP_FHE)
@@ -38,6 +46,15 @@ $(STAMP_FHE): pyproject.toml Makefile
 	$(PY_FHE) -c "import jax, numpy, concrete.fhe; print('fhe env: jax', jax.__version__, 'numpy', numpy.__version__)"
 	touch $@
 
+setup-ckks:
+	@if [ -z "$(PYTHON310)" ] || [ ! -x "$(PYTHON310)" ]; then \
+	  echo "setup-ckks: no Python 3.10 found (set PYTHON310=/path/to/python3.10 or install one with pyenv); the CKKS backend (.venv-ckks) is skipped"; \
+	else \
+	  test -x $(VENV_CKKS)/bin/python || $(PYTHON310) -m venv $(VENV_CKKS); \
+	  $(VENV_CKKS)/bin/python -m pip install -q $(CKKS_PKGS) && \
+	  $(VENV_CKKS)/bin/python -c "import openfhe, numpy; print('ckks env: openfhe', openfhe.__file__)"; \
+	fi
+
 # The demo is the library's headline job: the zoo's aligned model (built on first use) fine-tuned
 # for a long benign run with and without SPF, refusal over steps in runs/demo/report.md (a few
 # minutes on 2 cores from a cold cache). `make demo-all` runs every experiment's quick preset.
@@ -49,7 +66,7 @@ demo-all: setup
 
 # Lint first (ruff's checks and its formatter), then the whole suite in the main environment,
 # then the FHE tests and the older-stack smoke subset.
-test: lint test-main test-fhe
+test: lint test-main test-fhe test-ckks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check jaxtrust tests benchmarks notebooks
@@ -60,6 +77,12 @@ test-main: $(STAMP)
 
 test-fhe: $(STAMP_FHE)
 	$(PY_FHE) -m pytest $(PYTEST_ARGS) -m "fhe or smoke" tests
+
+# The CKKS tests run from the main environment, delegated to .venv-ckks (skipped without it).
+test-ckks: $(STAMP)
+	@if [ -x $(VENV_CKKS)/bin/python ]; then \
+	  JAXTRUST_CKKS_VENV=$(CURDIR)/$(VENV_CKKS) $(PY) -m pytest $(PYTEST_ARGS) tests/fhe/test_ckks.py; \
+	else echo "test-ckks: no $(VENV_CKKS) (make setup-ckks); skipped"; fi
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow and not fhe" $(PYTEST_ARGS) tests
@@ -76,4 +99,4 @@ info: $(STAMP)
 	$(VENV)/bin/jaxtrust info
 
 clean-venvs:
-	rm -rf $(VENV) $(VENV_FHE)
+	rm -rf $(VENV) $(VENV_FHE) $(VENV_CKKS)

@@ -79,8 +79,8 @@ FHE = Backend(
 CKKS = Backend(
     "ckks",
     "openfhe",
-    "a Python 3.10 venv with `pip install 'jaxtrust[ckks]'` named .venv-ckks "
-    "(or `make setup-ckks` in a checkout)",
+    "`python3.10 -m venv .venv-ckks && .venv-ckks/bin/pip install openfhe numpy jaxtyping` "
+    "(or `make setup-ckks` in a checkout); the caller's jaxtrust is put on its path",
 )
 BACKENDS: dict[str, Backend] = {b.name: b for b in (FHE, CKKS)}
 

@@ -39,6 +39,7 @@ ENTRY_POINTS: dict[str, EntryPointSpec] = {
     "encrypted_ensemble_argmax": EntryPointSpec("jaxtrust.fhe.protocol", "fhe"),
     "argmax_grid": EntryPointSpec("jaxtrust.fhe.protocol", "fhe"),
     "encrypted_verbalizer": EntryPointSpec("jaxtrust.fhe.verbalizer", "fhe"),
+    "ckks_argmax": EntryPointSpec("jaxtrust.fhe.ckks", "ckks"),
 }
 
 _REGISTERED: dict[str, EntryPoint] = {}
