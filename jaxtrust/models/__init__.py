@@ -12,7 +12,12 @@ from jaxtrust.models.cache import KVCache
 from jaxtrust.models.config import LMConfig
 from jaxtrust.models.convert import hf_tensors_from_model, model_from_hf_tensors
 from jaxtrust.models.encoder import EncoderConfig, TextClassifier, TransformerEncoder
-from jaxtrust.models.generation import GenerationOutput, generate, generate_text
+from jaxtrust.models.generation import (
+    GenerationOutput,
+    generate,
+    generate_from_embeds,
+    generate_text,
+)
 from jaxtrust.models.hooks import ModelHooks
 from jaxtrust.models.loading import load_pretrained, save_pretrained
 from jaxtrust.models.tokenizer import format_chat, load_tokenizer
@@ -33,6 +38,7 @@ __all__ = [
     "ViTConfig",
     "format_chat",
     "generate",
+    "generate_from_embeds",
     "generate_text",
     "hf_tensors_from_model",
     "load_pretrained",

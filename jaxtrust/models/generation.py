@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jaxtyping import Array, Bool, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from jaxtrust.models.hooks import ModelHooks
 
@@ -194,6 +194,22 @@ def _decode(
     return out, lengths, done, step
 
 
+def _check_sampling(max_new_tokens, temperature, top_k, top_p, key) -> bool:
+    """Validate the decoding options shared by the generators; returns whether greedy."""
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    greedy = temperature == 0.0
+    if not greedy and key is None:
+        raise ValueError("key (a jax.random key) is required when temperature > 0")
+    return greedy
+
+
 def _as_prompt_lists(prompt_tokens, prompt_mask) -> list[list[int]]:
     if isinstance(prompt_tokens, (jax.Array, np.ndarray)):
         tokens = np.asarray(prompt_tokens)
@@ -280,17 +296,7 @@ def generate(
     """
     from jaxtrust.models.cache import KVCache
 
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    greedy = temperature == 0.0
-    if not greedy and key is None:
-        raise ValueError("key (a jax.random key) is required when temperature > 0")
+    greedy = _check_sampling(max_new_tokens, temperature, top_k, top_p, key)
     config = model.config
     vocab = config.vocab_size
     if not 0 <= pad_id < vocab:
@@ -368,6 +374,125 @@ def generate(
         hooks=hooks,
     )
     return GenerationOutput(out, lengths, stopped, jnp.asarray(prompt_lengths), steps)
+
+
+@partial(jax.jit, static_argnames=("graphdef",))
+def _prefill_embeds(graphdef, state, embeds, positions, mask, prefix, cache):
+    _TRACE_COUNTS["prefill"] += 1
+    model = nnx.merge(graphdef, state)
+    out = model(
+        None,
+        inputs_embeds=embeds,
+        positions=positions,
+        attention_mask=mask,
+        prefix_mask=prefix,
+        cache=cache,
+        last_logits_only=True,
+    )
+    return out.logits[:, -1, :].astype(jnp.float32), out.cache
+
+
+def generate_from_embeds(
+    model,
+    inputs_embeds: Float[Array, "batch seq dim"],
+    attention_mask: Bool[Array, "batch seq"],
+    *,
+    max_new_tokens: int,
+    prefix_mask: Bool[Array, "batch seq"] | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_tokens: Sequence[int] = (),
+    pad_id: int = 0,
+    key: jax.Array | None = None,
+) -> GenerationOutput:
+    """Generate from a block of input *embeddings* (soft prompts, image tokens + text).
+
+    The same two compiled phases as :func:`generate`: one prefill over the ``[batch, seq]``
+    embedding block (``model(None, inputs_embeds=...)``, with an optional bidirectional
+    ``prefix_mask``), then the shared token-by-token decode loop with the KV cache. The caller
+    lays the block out itself: rows must be LEFT-padded (the last column is a real position in
+    every row), and padding marked False in ``attention_mask``. Positions are
+    ``cumsum(attention_mask) - 1``, as in training on right-padded rows.
+
+    Args:
+      model: a :class:`~jaxtrust.models.transformer.CausalLM`.
+      inputs_embeds: ``[batch, seq, hidden]`` input embeddings.
+      attention_mask: ``[batch, seq]`` True on real positions; the last column must be True.
+      max_new_tokens: tokens to generate per row (>= 1).
+      prefix_mask: ``[batch, seq]`` True on the bidirectional prefix (see
+        :meth:`CausalLM.__call__`).
+      temperature, top_k, top_p, stop_tokens, pad_id, key: as in :func:`generate`.
+
+    Returns:
+      :class:`GenerationOutput` (``prompt_lengths`` counts real input positions).
+
+    Example::
+
+      embeds = model.embed(jnp.asarray([[5, 6, 7]]))
+      out = generate_from_embeds(model, embeds, jnp.ones((1, 3), bool), max_new_tokens=4)
+      # == generate(model, [[5, 6, 7]], max_new_tokens=4).tokens
+    """
+    from jaxtrust.models.cache import KVCache
+
+    greedy = _check_sampling(max_new_tokens, temperature, top_k, top_p, key)
+    config = model.config
+    embeds = jnp.asarray(inputs_embeds)
+    if embeds.ndim != 3 or embeds.shape[-1] != config.hidden_size:
+        raise ValueError(
+            f"inputs_embeds must have shape [batch, seq, {config.hidden_size}], "
+            f"got {tuple(embeds.shape)}"
+        )
+    batch, width = embeds.shape[:2]
+    mask = np.asarray(attention_mask)
+    if mask.shape != (batch, width) or mask.dtype != np.bool_:
+        raise ValueError(
+            f"attention_mask must be bool with shape {(batch, width)}, got {mask.dtype}{mask.shape}"
+        )
+    if not mask[:, -1].all():
+        raise ValueError("inputs must be left-padded: attention_mask[:, -1] must be True")
+    prefix = None
+    if prefix_mask is not None:
+        prefix = np.asarray(prefix_mask)
+        if prefix.shape != (batch, width) or prefix.dtype != np.bool_:
+            raise ValueError(
+                f"prefix_mask must be bool with shape {(batch, width)}, "
+                f"got {prefix.dtype}{prefix.shape}"
+            )
+        prefix = jnp.asarray(prefix & mask)
+    if not 0 <= pad_id < config.vocab_size:
+        raise ValueError(f"pad_id must be in [0, {config.vocab_size}), got {pad_id}")
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if max_positions is not None and int(mask.sum(axis=1).max()) + max_new_tokens > max_positions:
+        raise ValueError(
+            f"inputs + max_new_tokens ({max_new_tokens}) exceed "
+            f"max_position_embeddings={max_positions}"
+        )
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int32)
+    lengths = mask.sum(axis=1).astype(np.int32)
+    graphdef, state = nnx.split(model)
+    cache = KVCache.init(config, batch, width + max_new_tokens, _cache_dtype(model))
+    first_logits, cache = _prefill_embeds(
+        graphdef, state, embeds, jnp.asarray(positions), jnp.asarray(mask), prefix, cache
+    )
+    key = jax.random.key(0) if key is None else key
+    out, out_lengths, stopped, steps = _decode(
+        graphdef,
+        state,
+        first_logits,
+        cache,
+        jnp.asarray(lengths),
+        key,
+        jnp.float32(temperature if not greedy else 1.0),
+        jnp.float32(1.0 if top_p is None else top_p),
+        max_new_tokens=int(max_new_tokens),
+        stop_tokens=tuple(sorted({int(t) for t in stop_tokens})),
+        pad_id=int(pad_id),
+        greedy=greedy,
+        top_k=None if top_k is None else int(top_k),
+        use_top_p=top_p is not None and top_p < 1.0,
+    )
+    return GenerationOutput(out, out_lengths, stopped, jnp.asarray(lengths), steps)
 
 
 def generate_text(

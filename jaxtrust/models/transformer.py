@@ -204,48 +204,68 @@ class CausalLM(nnx.Module):
             )
         )
 
-    def _check_inputs(self, tokens, positions, attention_mask, cache, head_mask, ffn_mask):
+    def _check_inputs(
+        self, tokens, positions, attention_mask, cache, head_mask, ffn_mask, inputs_embeds=None
+    ):
         c = self.config
-        if not hasattr(tokens, "ndim") or tokens.ndim != 2:
-            raise ValueError(
-                f"tokens must be a [batch, seq] integer array, got shape {getattr(tokens, 'shape', type(tokens))}"
-            )
-        if not jnp.issubdtype(tokens.dtype, jnp.integer):
-            raise TypeError(f"tokens must have an integer dtype, got {tokens.dtype}")
+        if inputs_embeds is not None:
+            if tokens is not None:
+                raise ValueError("pass either tokens or inputs_embeds, not both")
+            if (
+                not hasattr(inputs_embeds, "ndim")
+                or inputs_embeds.ndim != 3
+                or inputs_embeds.shape[-1] != c.hidden_size
+            ):
+                raise ValueError(
+                    f"inputs_embeds must be a [batch, seq, {c.hidden_size}] float array, got "
+                    f"shape {getattr(inputs_embeds, 'shape', type(inputs_embeds))}"
+                )
+            if not jnp.issubdtype(inputs_embeds.dtype, jnp.floating):
+                raise TypeError(f"inputs_embeds must be floating, got {inputs_embeds.dtype}")
+            shape2 = tuple(inputs_embeds.shape[:2])
+        else:
+            if not hasattr(tokens, "ndim") or tokens.ndim != 2:
+                raise ValueError(
+                    "tokens must be a [batch, seq] integer array, got shape "
+                    f"{getattr(tokens, 'shape', type(tokens))}"
+                )
+            if not jnp.issubdtype(tokens.dtype, jnp.integer):
+                raise TypeError(f"tokens must have an integer dtype, got {tokens.dtype}")
+            shape2 = tuple(tokens.shape)
         for name, value, shape in (
-            ("attention_mask", attention_mask, tokens.shape),
-            ("positions", positions, tokens.shape),
+            ("attention_mask", attention_mask, shape2),
+            ("positions", positions, shape2),
             ("head_mask", head_mask, (c.num_layers, c.num_heads)),
             ("ffn_mask", ffn_mask, (c.num_layers, c.intermediate_size)),
         ):
             if value is not None and tuple(value.shape) != tuple(shape):
                 raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
         if cache is not None:
-            if cache.k.shape[:2] != (c.num_layers, tokens.shape[0]) or cache.k.shape[3:] != (
+            if cache.k.shape[:2] != (c.num_layers, shape2[0]) or cache.k.shape[3:] != (
                 c.num_kv_heads,
                 c.head_dim,
             ):
                 raise ValueError(
-                    f"cache has k of shape {cache.k.shape}, expected ({c.num_layers}, {tokens.shape[0]}, slots, {c.num_kv_heads}, {c.head_dim})"
+                    f"cache has k of shape {cache.k.shape}, expected ({c.num_layers}, {shape2[0]}, slots, {c.num_kv_heads}, {c.head_dim})"
                 )
-            if tokens.shape[1] > cache.max_len:
-                raise ValueError(
-                    f"{tokens.shape[1]} tokens do not fit a cache of {cache.max_len} slots"
-                )
+            if shape2[1] > cache.max_len:
+                raise ValueError(f"{shape2[1]} tokens do not fit a cache of {cache.max_len} slots")
             # Past the last slot, dynamic_update_slice would clamp the write and silently overwrite
             # earlier keys. The index is only known outside jit; inside, the caller sizes the cache.
             if (
                 not isinstance(cache.index, jax.core.Tracer)
-                and int(cache.index) + tokens.shape[1] > cache.max_len
+                and int(cache.index) + shape2[1] > cache.max_len
             ):
                 raise ValueError(
-                    f"cache: {tokens.shape[1]} new tokens at slot {int(cache.index)} do not fit a cache of {cache.max_len} slots (cache.index + seq must be <= max_len)"
+                    f"cache: {shape2[1]} new tokens at slot {int(cache.index)} do not fit a cache of {cache.max_len} slots (cache.index + seq must be <= max_len)"
                 )
 
     def __call__(
         self,
-        tokens: Int[ArrayLike, "batch seq"],
+        tokens: Int[ArrayLike, "batch seq"] | None = None,
         *,
+        inputs_embeds: Float[ArrayLike, "batch seq dim"] | None = None,
+        prefix_mask: Bool[ArrayLike, "batch seq"] | None = None,
         positions: Int[ArrayLike, "batch seq"] | None = None,
         attention_mask: Bool[ArrayLike, "batch seq"] | None = None,
         cache: KVCache | None = None,
@@ -258,7 +278,13 @@ class CausalLM(nnx.Module):
         """Logits for every position (and the updated cache, and hidden states on request).
 
         Args:
-          tokens: token ids.
+          tokens: token ids (or ``None`` with ``inputs_embeds``).
+          inputs_embeds: ``[batch, seq, hidden]`` input embeddings used instead of
+            ``embed(tokens)`` (soft prompts, image tokens of a vision-language model).
+          prefix_mask: True on the positions of a bidirectional prefix (the prefix-LM of
+            PaliGemma): prefix queries also attend to *later* valid prefix keys of this call;
+            all other attention stays causal. With a cache, only prefix keys written by this
+            call count as prefix.
           positions: RoPE positions; default counts real tokens (``cumsum(mask) - 1``), plus the
             valid slots already in ``cache``, so left padding needs no special handling.
           attention_mask: True on real tokens; default all True.
@@ -276,10 +302,16 @@ class CausalLM(nnx.Module):
         Returns:
           :class:`LMOutput` with fp32 logits.
         """
-        self._check_inputs(tokens, positions, attention_mask, cache, head_mask, ffn_mask)
+        self._check_inputs(
+            tokens, positions, attention_mask, cache, head_mask, ffn_mask, inputs_embeds
+        )
         c = self.config
         dtype = self.dtype
-        b, s = tokens.shape
+        b, s = (tokens if inputs_embeds is None else inputs_embeds).shape[:2]
+        if prefix_mask is not None and tuple(jnp.shape(prefix_mask)) != (b, s):
+            raise ValueError(
+                f"prefix_mask must have shape {(b, s)}, got {tuple(jnp.shape(prefix_mask))}"
+            )
         hooks = hooks or ModelHooks(activation_name=c.activation)
         if hooks.activation_name != c.activation:
             hooks = dataclasses.replace(hooks, activation_name=c.activation)
@@ -309,8 +341,21 @@ class CausalLM(nnx.Module):
         if c.sliding_window is not None:
             allowed = allowed & (q_slot[:, None] - k_slot[None, :] < c.sliding_window)
         attn_mask = key_valid[:, None, :] & allowed[None, :, :]  # [b, s, keys]
+        if prefix_mask is not None:
+            prefix = jnp.asarray(prefix_mask).astype(bool)
+            key_prefix = (
+                prefix
+                if cache is None
+                else jax.lax.dynamic_update_slice(jnp.zeros_like(cache.valid), prefix, (0, index))
+            )
+            attn_mask = attn_mask | (
+                prefix[:, :, None] & key_prefix[:, None, :] & key_valid[:, None, :]
+            )
 
-        x = self.embed(tokens).astype(dtype)
+        if inputs_embeds is None:
+            x = self.embed(tokens).astype(dtype)
+        else:
+            x = jnp.asarray(inputs_embeds).astype(dtype)
         graphdef, layer_state = nnx.split(self.layers)
         xs = dict(
             state=layer_state,

@@ -8,9 +8,14 @@ Example:
 
 from __future__ import annotations
 
+import re
+
+import jax
 import optax
 
-__all__ = ["adamw_cosine", "warmup_cosine"]
+from jaxtrust.training.sharding import path_to_str
+
+__all__ = ["adamw_cosine", "freeze", "warmup_cosine"]
 
 
 def warmup_cosine(
@@ -73,3 +78,40 @@ def adamw_cosine(
     if not clip_norm > 0:
         raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm}")
     return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+def freeze(tx: optax.GradientTransformation, pattern: str) -> optax.GradientTransformation:
+    """``tx`` for every parameter except those whose ``/``-joined path matches ``pattern``
+    (``re.search``), which get zero updates (frozen towers, locked encoders).
+
+    Unlike a zero gradient, this also keeps weight decay and momentum from moving the frozen
+    parameters, and their optimiser state is empty.
+
+    Args:
+      tx: the transformation of the trainable parameters.
+      pattern: regular expression over parameter paths (e.g. ``r"^vision/"``).
+
+    Returns:
+      An optax ``GradientTransformation`` (``optax.partition`` of ``tx`` and
+      ``optax.set_to_zero``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = freeze(optax.sgd(1.0), r"^frozen")
+      >>> params = {"frozen": jnp.ones(2), "free": jnp.ones(2)}
+      >>> grads = {"frozen": jnp.ones(2), "free": jnp.ones(2)}
+      >>> updates, _ = tx.update(grads, tx.init(params), params)
+      >>> updates["frozen"].tolist(), updates["free"].tolist()
+      ([0.0, 0.0], [-1.0, -1.0])
+    """
+    try:
+        regex = re.compile(pattern)
+    except (re.error, TypeError) as err:
+        raise ValueError(f"pattern must be a regular expression, got {pattern!r}: {err}") from None
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if regex.search(path_to_str(path)) else "train", params
+        )
+
+    return optax.partition({"train": tx, "frozen": optax.set_to_zero()}, labels)
