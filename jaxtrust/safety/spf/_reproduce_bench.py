@@ -20,6 +20,7 @@ from flax import nnx
 from jaxtrust.data import FINETUNE_ATTACKS
 from jaxtrust.experiments.registry import Table
 from jaxtrust.safety.recovery import recover
+from jaxtrust.safety.spf._reproduce_report import score_of
 from jaxtrust.safety.spf.baselines import pcgrad_full, random_subspace, safe_lora
 from jaxtrust.safety.spf.geometry import basis_overlap_table, gradient_cosine, spectrum_table
 from jaxtrust.safety.spf.step import safety_batch, safety_extra_args
@@ -221,16 +222,12 @@ def choose_learning_rates(
             log(
                 f"validation {method} lr {lr:g}: refusal {s['refusal_rate']:.3f} utility {s['utility']:.3f}"
             )
-        best = max(config.lr_grid, key=lambda lr, m=method: _score(scores[m][str(lr)]))
+        best = max(config.lr_grid, key=lambda lr, m=method: score_of(scores[m][str(lr)]))
         chosen[method] = float(best)
     for method in POST_HOC:
         if method in config.methods:
             chosen[method] = chosen.get("sft", config.lr_grid[0])
     return chosen, scores
-
-
-def _score(summary: dict) -> float:
-    return summary["utility"] + summary["refusal_rate"]
 
 
 def sample_curve(aligned, world, config, seed: int, lr: float, log) -> dict[str, dict[str, float]]:
