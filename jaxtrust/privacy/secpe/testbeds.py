@@ -106,7 +106,7 @@ def inhouse_testbed(
         ensemble,
         [tok.encode(w)[0] for w in FILLERS],
         cue_ids,
-        lambda ids: tok.decode(list(ids)),
+        lambda ids: tok.decode([int(i) for i in ids]),
         f"in-house causal LM ({num_layers} layers, d={hidden_size}, seed {seed}, {steps} steps on "
         f"{examples} rows), 8-topic task",
         train_s=float(result.seconds),
@@ -140,6 +140,6 @@ def smollm2_testbed(task: TopicTask, *, score: str = "logprob") -> Testbed:
         ensemble,
         allowed,
         protected,
-        lambda ids: tok.decode(list(ids)),
+        lambda ids: tok.decode([int(i) for i in ids]),
         "SmolLM2-135M-Instruct (Q4_1 GGUF), zero-shot, 8-topic task",
     )
