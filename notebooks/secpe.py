@@ -80,7 +80,7 @@ print("robust soft vote:", report["robust"]["ensemble"])
 # %%
 status = fhe.environment_status("fhe")
 if status["in_process"] or status["delegation"]:
-    result = fhe.encrypted_ensemble_argmax(scores[:4], bits=6)
+    result = fhe.encrypted_ensemble_argmax(scores[:2], bits=4)  # 4 bits: seconds, not minutes
     print("encrypted argmax", result.argmax, "equals plaintext:", result.matches)
 else:
     print("no fhe environment:", status["error"] or "set JAXTRUST_FHE_PYTHON")

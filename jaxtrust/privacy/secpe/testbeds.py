@@ -98,22 +98,15 @@ def inhouse_testbed(
     )
     model = CausalLM(config, rngs=nnx.Rngs(seed))
     tx = adamw_cosine(learning_rate, steps, warmup_steps=min(50, steps // 10))
-    result = finetune(
-        model,
-        pool,
-        tx,
-        steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        step_key=("secpe-topics", learning_rate, steps),
-    )
+    key = ("secpe-topics", learning_rate, steps)  # one compiled step per recipe, across seeds
+    result = finetune(model, pool, tx, steps=steps, batch_size=batch_size, seed=seed, step_key=key)
     cue_ids = [tok.encode(w)[0] for w in task.cue_words]
     return Testbed(
         result.model,
         ensemble,
         [tok.encode(w)[0] for w in FILLERS],
         cue_ids,
-        lambda ids: tok.decode(list(ids)),
+        lambda ids: tok.decode([int(i) for i in ids]),
         f"in-house causal LM ({num_layers} layers, d={hidden_size}, seed {seed}, {steps} steps on "
         f"{examples} rows), 8-topic task",
         train_s=float(result.seconds),
@@ -124,7 +117,7 @@ def smollm2_testbed(task: TopicTask, *, score: str = "logprob") -> Testbed:
     """SmolLM2-135M-Instruct zero-shot on the topic sentences (four chat prompts).
 
     The label words of a class are the forms of its topic name that are single tokens at the
-    start of the assistant's answer (``"sport"``, ``"Sport"``).
+    start of the assistant's answer (``"music"``, ``"Music"``; ``"Sports"`` for sport).
     """
     path = asset_path("smollm2")
     model, tok = load_pretrained(path), load_tokenizer(path)
@@ -134,7 +127,8 @@ def smollm2_testbed(task: TopicTask, *, score: str = "logprob") -> Testbed:
 
     label_words = []
     for name in task.label_words:
-        forms = [f for f in (name, name.capitalize()) if len(tokenize(f)) == 1]
+        candidates = (name, name.capitalize(), name + "s", (name + "s").capitalize())
+        forms = [f for f in candidates if len(tokenize(f)) == 1]
         if not forms:
             raise ValueError(f"topic {name!r} is not one token for SmolLM2 in any form")
         label_words.append(tuple(forms))
@@ -146,6 +140,6 @@ def smollm2_testbed(task: TopicTask, *, score: str = "logprob") -> Testbed:
         ensemble,
         allowed,
         protected,
-        lambda ids: tok.decode(list(ids)),
+        lambda ids: tok.decode([int(i) for i in ids]),
         "SmolLM2-135M-Instruct (Q4_1 GGUF), zero-shot, 8-topic task",
     )
