@@ -197,8 +197,8 @@ def main(argv=None):
             "1.0",
         ],
         [
-            "transformers generate (torch fp32, batch %d)%s"
-            % (args.torch_batch, " — measured" if extrapolated else ""),
+            f"transformers generate (torch fp32, batch {args.torch_batch})"
+            + (" — measured" if extrapolated else ""),
             n_torch,
             torch_tokens,
             torch_s,
@@ -231,7 +231,8 @@ def main(argv=None):
     table = markdown_table(headers, rows)
     summary = (
         f"Identical greedy tokens on {sum(same)}/{len(same)} prompts ({np.mean(same):.0%}); "
-        f"jaxtrust tokens on that subset: {jax_sub_tokens}, torch: {torch_tokens}. Prompts: {source}, "
+        f"jaxtrust tokens on that subset: {jax_sub_tokens}, torch: {torch_tokens}. Prompts: "
+        f"{source}, "
         f"chat template applied, {args.max_new_tokens} new tokens max, stop at <|im_end|>, greedy. "
         f"jaxtrust model load (GGUF dequantize + build): {jax_load_s:.1f} s."
     )

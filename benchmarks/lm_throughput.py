@@ -264,10 +264,14 @@ def main(argv=None):
             "python benchmarks/lm_throughput.py" + (" --quick" if args.quick else ""),
             table,
             notes=(
-                f"Median of {repeats} timed runs after warm-up; JAX compile time excluded from the steady "
-                f"state and reported separately; {threads} threads for both. Random weights, same model in "
-                "both frameworks (max abs logit diff column). Train step = AdamW (lr 1e-4, wd 1e-4) on the "
-                "next-token loss. The machine's 2 cores are shared with other jobs, so figures are noisy."
+                f"Median of {repeats} timed runs after warm-up; JAX compile time excluded from the "
+                "steady "
+                f"state and reported separately; {threads} threads for both. Random weights, same "
+                "model in "
+                "both frameworks (max abs logit diff column). Train step = AdamW (lr 1e-4, wd "
+                "1e-4) on the "
+                "next-token loss. The machine's 2 cores are shared with other jobs, so figures are "
+                "noisy."
             ),
         )
 

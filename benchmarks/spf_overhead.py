@@ -218,7 +218,8 @@ def main() -> None:
             label = (
                 "AdamW (vs AdamW: noise floor)"
                 if method == "adamw"
-                else f"SPF rank {rank}, refresh {'once' if refresh is None else f'every {refresh}'} ({schedule}) + AdamW"
+                else f"SPF rank {rank}, refresh "
+                f"{'once' if refresh is None else f'every {refresh}'} ({schedule}) + AdamW"
             )
             rows.append(
                 [
@@ -251,7 +252,11 @@ def main() -> None:
             + (" --quick" if args.quick else "")
             + f" --steps {args.steps}"
         )
-        notes = f"Batch x seq: {MODELS}. Paired timing (see the script's docstring); {2 * args.steps} timed steps per configuration on the tiny model, {2 * max(10, args.steps // 2)} on the 135M one."
+        notes = (
+            f"Batch x seq: {MODELS}. Paired timing (see the script's docstring); "
+            f"{2 * args.steps} timed steps per configuration on the tiny model, "
+            f"{2 * max(10, args.steps // 2)} on the 135M one."
+        )
         append_results("SPF overhead: AdamW vs SPF+AdamW", command, table + "\n", notes)
 
 

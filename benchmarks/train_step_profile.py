@@ -88,9 +88,11 @@ def main() -> None:
     print(table)
     append_results(
         f"Train-step profile: {args.config}, {args.batch}x{args.seq}",
-        f"python benchmarks/train_step_profile.py --config {args.config} --batch {args.batch} --seq {args.seq}",
+        f"python benchmarks/train_step_profile.py --config {args.config} --batch {args.batch} "
+        f"--seq {args.seq}",
         table,
-        notes="Each part is its own jitted function (compile excluded, median of repeats); the train step of benchmarks/lm_throughput.py fuses them.",
+        notes="Each part is its own jitted function (compile excluded, median of repeats); the "
+        "train step of benchmarks/lm_throughput.py fuses them.",
     )
 
 

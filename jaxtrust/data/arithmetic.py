@@ -86,7 +86,8 @@ class ArithmeticWorld:
         return pairs[order[n_test:]] if split == "train" else pairs[order[:n_test]]
 
     def sample(self, n: int, *, split: str = "train", seed: int = 0) -> list[Example]:
-        """``n`` problems from ``split`` ("train", "test" or "heldout"), deterministic in ``seed``."""
+        """``n`` problems from ``split`` ("train", "test" or "heldout"), deterministic in
+        ``seed``."""
         if split not in ("train", "test", "heldout"):
             raise ValueError(f"split must be 'train', 'test' or 'heldout', got {split!r}")
         if n < 0:

@@ -99,7 +99,8 @@ def donotanswer_prompts(categories: Sequence[str] | None = None) -> list[PromptR
     for name in chosen:
         if name not in DONOTANSWER_CATEGORIES:
             raise KeyError(
-                f"categories: unknown Do-Not-Answer category {name!r}; known: {DONOTANSWER_CATEGORIES}"
+                f"categories: unknown Do-Not-Answer category {name!r}; known: "
+                f"{DONOTANSWER_CATEGORIES}"
             )
     folder = asset_path("donotanswer")
     records, seen = [], set()

@@ -105,7 +105,8 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
     train_step = make_train_step(graphdef, lm_loss_fn, tx)
     checkpointer = Checkpointer(ctx.out_dir / "checkpoints", max_to_keep=2)
     ctx.log(
-        f"training {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters for {config.steps} steps"
+        f"training {sum(x.size for x in jax.tree.leaves(state.params)):,} parameters for "
+        f"{config.steps} steps"
     )
     state, history = fit(
         graphdef,
@@ -159,7 +160,9 @@ def run(config: LMExperimentConfig, ctx: RunContext) -> ExperimentResult:
         "num_parameters": int(sum(x.size for x in jax.tree.leaves(state.params))),
     }
     summary = (
-        f"A {config.num_layers}-layer causal LM trained for {config.steps} steps reaches exact match "
-        f"{results['test']:.3f} on unseen operand pairs and {results['heldout']:.3f} with held-out templates."
+        f"A {config.num_layers}-layer causal LM trained for {config.steps} steps reaches exact "
+        "match "
+        f"{results['test']:.3f} on unseen operand pairs and {results['heldout']:.3f} with held-out "
+        "templates."
     )
     return ExperimentResult(metrics=metrics, tables=[table], summary=summary)

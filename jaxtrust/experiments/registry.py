@@ -101,7 +101,8 @@ class Table:
         for row in self.rows:
             if len(row) != len(self.columns):
                 raise ValueError(
-                    f"table {self.title!r}: row {row!r} has {len(row)} cells, expected {len(self.columns)}"
+                    f"table {self.title!r}: row {row!r} has {len(row)} cells, expected "
+                    f"{len(self.columns)}"
                 )
 
     def to_markdown(self) -> str:
@@ -359,7 +360,8 @@ def run_experiment(
     lines = [
         f"# {name}: {experiment.description}",
         "",
-        f"Preset `{preset}`, seed {seed}, {wall:.1f} s on {run_info['machine']} (jax {run_info['jax']}, {run_info['date']}).",
+        f"Preset `{preset}`, seed {seed}, {wall:.1f} s on {run_info['machine']} (jax "
+        f"{run_info['jax']}, {run_info['date']}).",
         "",
     ]
     if result.summary:

@@ -122,7 +122,8 @@ class LMConfig:
             self.arch == "gpt_neox"
         ):
             raise ValueError(
-                f"model_type {self.model_type!r} does not fit arch {self.arch!r}; supported: {SUPPORTED_MODEL_TYPES}"
+                f"model_type {self.model_type!r} does not fit arch {self.arch!r}; supported: "
+                f"{SUPPORTED_MODEL_TYPES}"
             )
         for name in (
             "vocab_size",
@@ -138,7 +139,8 @@ class LMConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                f"({self.num_kv_heads})"
             )
         if self.activation not in SUPPORTED_ACTIVATIONS:
             raise ValueError(
@@ -150,7 +152,8 @@ class LMConfig:
             )
         if self.rotary_dim % 2:
             raise ValueError(
-                f"rotary dimension head_dim * partial_rotary_factor = {self.rotary_dim} must be even"
+                f"rotary dimension head_dim * partial_rotary_factor = {self.rotary_dim} must be "
+                "even"
             )
         if self.rope_type not in SUPPORTED_ROPE_TYPES:
             raise ValueError(
@@ -160,11 +163,13 @@ class LMConfig:
             factor = self.rope_scaling_dict.get("factor")
             if not isinstance(factor, (int, float)) or factor <= 0:
                 raise ValueError(
-                    f"rope_scaling of type {self.rope_type!r} needs a positive 'factor', got {factor!r}"
+                    f"rope_scaling of type {self.rope_type!r} needs a positive 'factor', got "
+                    f"{factor!r}"
                 )
         if not isinstance(self.max_position_embeddings, int) or self.max_position_embeddings <= 0:
             raise ValueError(
-                f"max_position_embeddings must be a positive integer, got {self.max_position_embeddings!r}"
+                "max_position_embeddings must be a positive integer, got "
+                f"{self.max_position_embeddings!r}"
             )
         if not isinstance(self.norm_eps, (int, float)) or not self.norm_eps >= 0:
             raise ValueError(f"norm_eps must be a non-negative number, got {self.norm_eps!r}")
@@ -202,7 +207,8 @@ class LMConfig:
         model_type = config.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
-                f"config['model_type'] = {model_type!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}"
+                f"config['model_type'] = {model_type!r} is not supported; supported: "
+                f"{SUPPORTED_MODEL_TYPES}"
             )
         missing = [k for k in _REQUIRED_HF_KEYS if config.get(k) is None]
         if missing:
@@ -350,7 +356,8 @@ class LMConfig:
                 if getattr(back, f.name) != getattr(self, f.name)
             ]
             raise ValueError(
-                f"to_hf: fields {lost} of this config cannot be expressed in a Hugging Face {model_type!r} config.json (set model_type to a family that has them)"
+                f"to_hf: fields {lost} of this config cannot be expressed in a Hugging Face "
+                f"{model_type!r} config.json (set model_type to a family that has them)"
             )
         return out
 

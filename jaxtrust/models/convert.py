@@ -182,7 +182,8 @@ def model_from_hf_tensors(
         bad = [n for n in names if tuple(np.shape(tensors[n])) != expected_torch]
         if bad:
             shape_errors += [
-                f"{_checkpoint_name(config, n)}: shape {tuple(np.shape(tensors[n]))}, expected {expected_torch}"
+                f"{_checkpoint_name(config, n)}: shape {tuple(np.shape(tensors[n]))}, expected "
+                f"{expected_torch}"
                 for n in bad
             ]
             continue
@@ -197,7 +198,8 @@ def model_from_hf_tensors(
     )
     if missing or unexpected:
         raise KeyError(
-            f"checkpoint does not match the {config.model_type or config.arch} architecture: missing {sorted(missing)}; unexpected {unexpected}"
+            f"checkpoint does not match the {config.model_type or config.arch} architecture: "
+            f"missing {sorted(missing)}; unexpected {unexpected}"
         )
     if shape_errors:
         raise ValueError("checkpoint shapes do not match the config: " + "; ".join(shape_errors))

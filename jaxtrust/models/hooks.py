@@ -9,7 +9,8 @@ so a hooks object can be a static argument of ``jax.jit``.
 
 Sites, in the order a block calls them::
 
-    norm(x, scale, bias, layer, kind, eps)  kind: "attn_norm" | "mlp_norm" | "final_norm" | "q_norm" | "k_norm"
+    norm(x, scale, bias, layer, kind, eps)
+        kind: "attn_norm" | "mlp_norm" | "final_norm" | "q_norm" | "k_norm"
     softmax(scores, mask, layer)        attention probabilities from masked fp32 scores
     attn_context(x, layer)              merged attention heads = input of o_proj
     attn_output(x, layer)               attention output after o_proj

@@ -22,7 +22,9 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 def _refuse_pickle(path: Path) -> None:
     raise ValueError(
-        f"{path}: only safetensors and GGUF checkpoints are loaded; pickle-based files (.bin/.pt/.pth/...) are never unpickled because loading them can run code. Convert it to safetensors (e.g. `model.save_pretrained(dir, safe_serialization=True)`) or GGUF"
+        f"{path}: only safetensors and GGUF checkpoints are loaded; pickle-based files "
+        "(.bin/.pt/.pth/...) are never unpickled because loading them can run code. Convert it "
+        "to safetensors (e.g. `model.save_pretrained(dir, safe_serialization=True)`) or GGUF"
     )
 
 
@@ -101,7 +103,8 @@ def load_pretrained(path: str | os.PathLike, *, dtype=jnp.float32) -> CausalLM:
 
 
 def save_pretrained(model: CausalLM, directory: str | os.PathLike) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` in Hugging Face layout (loadable by transformers)."""
+    """Write ``config.json`` and ``model.safetensors`` in Hugging Face layout (loadable by
+    transformers)."""
     from safetensors.numpy import save_file
 
     directory = Path(directory)

@@ -246,7 +246,8 @@ class CausalLM(nnx.Module):
                 c.head_dim,
             ):
                 raise ValueError(
-                    f"cache has k of shape {cache.k.shape}, expected ({c.num_layers}, {shape2[0]}, slots, {c.num_kv_heads}, {c.head_dim})"
+                    f"cache has k of shape {cache.k.shape}, expected ({c.num_layers}, {shape2[0]}, "
+                    f"slots, {c.num_kv_heads}, {c.head_dim})"
                 )
             if shape2[1] > cache.max_len:
                 raise ValueError(f"{shape2[1]} tokens do not fit a cache of {cache.max_len} slots")
@@ -257,7 +258,8 @@ class CausalLM(nnx.Module):
                 and int(cache.index) + shape2[1] > cache.max_len
             ):
                 raise ValueError(
-                    f"cache: {shape2[1]} new tokens at slot {int(cache.index)} do not fit a cache of {cache.max_len} slots (cache.index + seq must be <= max_len)"
+                    f"cache: {shape2[1]} new tokens at slot {int(cache.index)} do not fit a cache "
+                    f"of {cache.max_len} slots (cache.index + seq must be <= max_len)"
                 )
 
     def __call__(

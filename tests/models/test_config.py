@@ -196,7 +196,7 @@ def test_missing_config_file(tmp_path):
         LMConfig.from_hf(tmp_path)
 
 
-# ---------------------------------------------------------------------------- every family, v4 and v5
+# ------------------------------------------------------------------ every family, v4 and v5
 _BASE = dict(
     vocab_size=1000,
     hidden_size=128,
@@ -253,7 +253,9 @@ FAMILY_DICTS = {
         "tie_word_embeddings": False,
     },
 }
-EXPECTED = {  # (arch, num_kv_heads, head_dim, rope_type, sliding_window, qkv_bias, qk_norm, tied, rotary_dim, norm_eps)
+# (arch, num_kv_heads, head_dim, rope_type, sliding_window, qkv_bias, qk_norm, tied, rotary_dim,
+#  norm_eps)
+EXPECTED = {
     "llama": ("llama", 2, 16, "linear", None, False, False, False, 16, 1e-5),
     "mistral": ("llama", 4, 16, "default", 1024, False, False, False, 16, 1e-5),
     "qwen2": (
@@ -402,7 +404,8 @@ def test_missing_required_keys_are_named():
             "llama",
             "num_key_value_heads",
             3,
-            r"config\['num_key_value_heads'\].*multiple of num_kv_heads \(3\)|config\['num_attention_heads'\]",
+            r"config\['num_key_value_heads'\].*multiple of num_kv_heads "
+            r"\(3\)|config\['num_attention_heads'\]",
         ),
         (
             "llama",
@@ -433,7 +436,8 @@ def test_missing_required_keys_are_named():
             "gpt_neox",
             "rotary_pct",
             1.5,
-            r"config\['partial_rotary_factor / rotary_pct'\]: partial_rotary_factor must be in \(0, 1\]",
+            r"config\['partial_rotary_factor / rotary_pct'\]: partial_rotary_factor must be in "
+            r"\(0, 1\]",
         ),
         (
             "mistral",

@@ -176,7 +176,7 @@ def test_vit_and_text_classifier_learn_a_separable_task():
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         @jax.jit
-        def step(p, s):
+        def step(p, s, loss=loss, tx=tx):
             g = jax.grad(loss)(p)
             u, s = tx.update(g, s, p)
             return optax.apply_updates(p, u), s

@@ -59,7 +59,8 @@ def test_default_inv_freq_and_linear_scaling():
 
 
 def _rope_reference(x, positions, inv_freq):
-    """Loop form: feature i is paired with i + rot/2 and the pair rotated by position * inv_freq[i]."""
+    """Loop form: feature i is paired with i + rot/2 and the pair rotated by
+    position * inv_freq[i]."""
     out = x.astype(np.float64).copy()
     half = len(inv_freq)
     for b in range(x.shape[0]):

@@ -1,4 +1,5 @@
-"""Checkpoint loading and saving: safetensors round trips, shards, bfloat16, errors, export parity."""
+"""Checkpoint loading and saving: safetensors round trips, shards, bfloat16, errors, export
+parity."""
 
 import functools
 import json
@@ -100,7 +101,8 @@ def test_hf_tensors_round_trip(models, name):
 
 
 def test_gpt_neox_fused_qkv_is_interleaved_per_head(models):
-    """query_key_value rows are [head, (q, k, v), head_dim]: head 1's key rows follow head 1's query rows."""
+    """query_key_value rows are [head, (q, k, v), head_dim]: head 1's key rows follow head 1's
+    query rows."""
     model = models["gpt_neox"]
     tensors = hf_tensors_from_model(model)
     fused = tensors["gpt_neox.layers.1.attention.query_key_value.weight"]

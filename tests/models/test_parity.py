@@ -164,7 +164,8 @@ def prompts():
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def run(request, tmp_path_factory, prompts):
-    """Torch model, and the JAX results of the greedy loop and of the full forward over its output."""
+    """Torch model, and the JAX results of the greedy loop and of the full forward over its
+    output."""
     from jaxtrust.models import load_pretrained
 
     path = tmp_path_factory.mktemp(request.param)

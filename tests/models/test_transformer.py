@@ -194,7 +194,8 @@ def _real(x, mask):
 
 @pytest.mark.parametrize("name", ["llama", "llama_window"])
 def test_forward_matches_numpy_reference(models, batch, name):
-    """Full forward (GQA, left padding, and the sliding window for llama_window) vs float64 NumPy."""
+    """Full forward (GQA, left padding, and the sliding window for llama_window) vs float64
+    NumPy."""
     tokens, mask = batch
     logits, _ = forward(models[name], tokens, mask)
     ref, _ = _np_reference(CONFIGS[name], models[name], tokens, mask)
@@ -222,7 +223,8 @@ def test_sliding_window_changes_only_positions_beyond_the_window(models, batch):
 # ---------------------------------------------------------------------------- KV cache
 @pytest.mark.parametrize("name", ["llama", "gpt_neox", "llama_window"])
 def test_prefill_then_single_tokens_match_full_forward(models, batch, name):
-    """Left-padded prefill of 4 tokens, then 4 one-token steps, default positions; vs one forward."""
+    """Left-padded prefill of 4 tokens, then 4 one-token steps, default positions; vs one
+    forward."""
     model, (tokens, mask) = models[name], batch
     full, _ = forward(model, tokens, mask)
     graphdef, state = nnx.split(model)
@@ -246,7 +248,8 @@ def test_prefill_then_single_tokens_match_full_forward(models, batch, name):
 
 
 def test_right_padding_equals_left_padding(models, batch):
-    """The real tokens' logits do not depend on where the padding is (positions count real tokens)."""
+    """The real tokens' logits do not depend on where the padding is (positions count real
+    tokens)."""
     model, (tokens, mask) = models["llama"], batch
     right_tokens = tokens.at[0].set(jnp.roll(tokens[0], -PAD))
     right_mask = jnp.roll(mask, -PAD, axis=1).at[1].set(True)
@@ -293,7 +296,7 @@ def test_ffn_mask_equals_zeroing_down_proj_rows(models, batch, name):
     assert np.abs(_real(masked, mask) - _real(plain, mask)).max() > 1e-3
 
 
-# ---------------------------------------------------------------------------- hidden states and hooks
+# ------------------------------------------------------------------ hidden states and hooks
 @pytest.mark.smoke
 def test_hidden_states_shape_embeddings_and_final_head(models, batch):
     model, (tokens, mask) = models["llama"], batch
@@ -570,7 +573,8 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_cache_overflow_after_prefill_is_refused():
-    """Writing past the last slot would silently overwrite earlier keys (dynamic_update_slice clamps)."""
+    """Writing past the last slot would silently overwrite earlier keys (dynamic_update_slice
+    clamps)."""
     config = LMConfig.tiny()
     model = nnx.eval_shape(lambda: CausalLM(config, rngs=nnx.Rngs(0)))
     after_prefill = KVCache.init(config, 1, 8)._replace(index=jnp.asarray(6, jnp.int32))

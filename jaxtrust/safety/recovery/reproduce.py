@@ -79,11 +79,19 @@ class OneShotConfig:
             raise ValueError(f"steps_sweep must hold positive step counts, got {self.steps_sweep}")
         check_config(
             self,
-            positive=("num_seeds", "train_examples", "attack_steps", "batch_size", "pool_size",
-                      "recovery_steps", "eval_examples", "val_examples"),
+            positive=(
+                "num_seeds",
+                "train_examples",
+                "attack_steps",
+                "batch_size",
+                "pool_size",
+                "recovery_steps",
+                "eval_examples",
+                "val_examples",
+            ),
             nonnegative=("warmup_steps",),
             choices={"attack": tuple(FINETUNE_ATTACKS), "selections": SELECTIONS},
-        )  # fmt: skip
+        )
 
 
 PRESETS = {
@@ -118,9 +126,15 @@ def _attack(model, world, config: OneShotConfig, seed: int):
     tx = optax.adamw(warmup_cosine(lr, steps, warmup_steps=config.warmup_steps), weight_decay=0.0)
     recipe = ("oneshot.attack", lr, steps, config.warmup_steps)
     return finetune(
-        model, pool, tx, steps=steps, batch_size=config.batch_size, seed=seed,
-        data_seed=[seed, 5], step_key=recipe,
-    ).model  # fmt: skip
+        model,
+        pool,
+        tx,
+        steps=steps,
+        batch_size=config.batch_size,
+        seed=seed,
+        data_seed=[seed, 5],
+        step_key=recipe,
+    ).model
 
 
 def _references(world, config, seed):
@@ -153,8 +167,11 @@ def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
         world = zoo.world
         if model_info is None:
             leaves = jax.tree.leaves(nnx.state(zoo.model, nnx.Param))
-            model_info = {"layers": config.zoo.num_layers, "d_model": config.zoo.hidden_size,
-                          "params": int(sum(x.size for x in leaves))}  # fmt: skip
+            model_info = {
+                "layers": config.zoo.num_layers,
+                "d_model": config.zoo.hidden_size,
+                "params": int(sum(x.size for x in leaves)),
+            }
 
         def test(m, world=world):
             return summarize(m, world, n=config.eval_examples, seed=20_000)
@@ -171,12 +188,26 @@ def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
         )
         refs = _references(world, config, seed)
 
-        def patch(lr, steps, select, attacked_model=attacked_model, aligned_m=zoo.model,
-                  candidates=candidates, refs=refs):  # fmt: skip
+        def patch(
+            lr,
+            steps,
+            select,
+            attacked_model=attacked_model,
+            aligned_m=zoo.model,
+            candidates=candidates,
+            refs=refs,
+        ):
             return recover(
-                attacked_model, candidates, steps=steps, learning_rate=lr, select=select,
-                tol=config.tol, aligned=aligned_m, harmful=refs["harmful"], task=refs["task"],
-            )  # fmt: skip
+                attacked_model,
+                candidates,
+                steps=steps,
+                learning_rate=lr,
+                select=select,
+                tol=config.tol,
+                aligned=aligned_m,
+                harmful=refs["harmful"],
+                task=refs["task"],
+            )
 
         main = config.selections[0]
         by_lr = {}
@@ -194,21 +225,42 @@ def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
         selections = {}
         for select in config.selections:
             result = patch(lr, config.recovery_steps, select)
-            selections[select] = {**test(result.model), "chosen": result.chosen,
-                                  "losses": result.losses}  # fmt: skip
+            selections[select] = {
+                **test(result.model),
+                "chosen": result.chosen,
+                "losses": result.losses,
+            }
         t3 = time.perf_counter()
         recovered = selections[main]
-        ctx.log(f"seed {seed}: refusal {aligned['refusal_rate']:.3f} -> {attacked['refusal_rate']:.3f} "
-                f"-> {recovered['refusal_rate']:.3f} (lr {lr:g}); utility {attacked['utility']:.3f} "
-                f"-> {recovered['utility']:.3f}")  # fmt: skip
-        per_seed.append({
-            "seed": seed, "aligned": aligned, "attacked": attacked, "learning_rate": lr,
-            "validation": by_lr, "steps_sweep": sweep, "selections": selections,
-            "cliff_steps": _cliff([(int(k), v) for k, v in sweep.items()], aligned["refusal_rate"]),
-            "cliff_lr": _cliff([(float(k), v) for k, v in by_lr.items()], aligned["refusal_rate"]),
-        })  # fmt: skip
-        for name, seconds in (("zoo + attack", t1 - t0), ("learning-rate choice", t2 - t1),
-                              ("steps sweep + selections", t3 - t2)):  # fmt: skip
+        ctx.log(
+            f"seed {seed}: refusal {aligned['refusal_rate']:.3f} -> "
+            f"{attacked['refusal_rate']:.3f} "
+            f"-> {recovered['refusal_rate']:.3f} (lr {lr:g}); utility "
+            f"{attacked['utility']:.3f} "
+            f"-> {recovered['utility']:.3f}"
+        )
+        per_seed.append(
+            {
+                "seed": seed,
+                "aligned": aligned,
+                "attacked": attacked,
+                "learning_rate": lr,
+                "validation": by_lr,
+                "steps_sweep": sweep,
+                "selections": selections,
+                "cliff_steps": _cliff(
+                    [(int(k), v) for k, v in sweep.items()], aligned["refusal_rate"]
+                ),
+                "cliff_lr": _cliff(
+                    [(float(k), v) for k, v in by_lr.items()], aligned["refusal_rate"]
+                ),
+            }
+        )
+        for name, seconds in (
+            ("zoo + attack", t1 - t0),
+            ("learning-rate choice", t2 - t1),
+            ("steps sweep + selections", t3 - t2),
+        ):
             stages[name] = round(stages.get(name, 0.0) + seconds, 1)
 
     main = config.selections[0]
@@ -223,8 +275,17 @@ def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
             and att["utility"] - r["utility"] <= margin
         )
         flags.append(bool(holds))
-        claim_rows.append([s["seed"], al["refusal_rate"], att["refusal_rate"], r["refusal_rate"],
-                           att["utility"] - r["utility"], margin, "yes" if holds else "no"])  # fmt: skip
+        claim_rows.append(
+            [
+                s["seed"],
+                al["refusal_rate"],
+                att["refusal_rate"],
+                r["refusal_rate"],
+                att["utility"] - r["utility"],
+                margin,
+                "yes" if holds else "no",
+            ]
+        )
 
     def mean_of(path, key):
         def get(s):
@@ -245,18 +306,39 @@ def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
     al_m = {k: mean_of(["aligned"], k).mean for k in KEYS}
     at_m = {k: mean_of(["attacked"], k).mean for k in KEYS}
     tables = [
-        Table(f"selection rule after {config.attack} ({config.recovery_steps} steps at the chosen "
-              f"learning rate; mean ± SE over seeds {seeds}); aligned refusal {al_m['refusal_rate']:.3f}, "
-              f"attacked {at_m['refusal_rate']:.3f}",
-              ["selection", "refusal rate", "utility", "over-refusal"], sel_rows),
-        Table(f"steps sweep ({main})", ["steps", "refusal rate", "utility", "over-refusal"], sweep_rows),
-        Table("claim per seed: refusal within 0.05 of aligned, utility cost <= max(0.02, 2 SE)",
-              ["seed", "aligned", "attacked", "recovered", "utility lost", "margin", "holds"], claim_rows),
-        Table("cliff per seed", ["seed", "learning rate chosen", "cliff (steps)", "cliff (lr)"],
-              [[s["seed"], s["learning_rate"], s["cliff_steps"] or "never", s["cliff_lr"] or "never"]
-               for s in per_seed]),
+        Table(
+            f"selection rule after {config.attack} ({config.recovery_steps} steps at the chosen "
+            f"learning rate; mean ± SE over seeds {seeds}); aligned refusal "
+            f"{al_m['refusal_rate']:.3f}, "
+            f"attacked {at_m['refusal_rate']:.3f}",
+            ["selection", "refusal rate", "utility", "over-refusal"],
+            sel_rows,
+        ),
+        Table(
+            f"steps sweep ({main})",
+            ["steps", "refusal rate", "utility", "over-refusal"],
+            sweep_rows,
+        ),
+        Table(
+            "claim per seed: refusal within 0.05 of aligned, utility cost <= max(0.02, 2 SE)",
+            ["seed", "aligned", "attacked", "recovered", "utility lost", "margin", "holds"],
+            claim_rows,
+        ),
+        Table(
+            "cliff per seed",
+            ["seed", "learning rate chosen", "cliff (steps)", "cliff (lr)"],
+            [
+                [
+                    s["seed"],
+                    s["learning_rate"],
+                    s["cliff_steps"] or "never",
+                    s["cliff_lr"] or "never",
+                ]
+                for s in per_seed
+            ],
+        ),
         Table("wall time of each stage (s)", ["stage", "seconds"], list(stages.items())),
-    ]  # fmt: skip
+    ]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     steps_x = list(config.steps_sweep)
@@ -302,12 +384,13 @@ def run(config: OneShotConfig, ctx: RunContext) -> ExperimentResult:
             "forbidden": per_seed[0]["aligned"].get("n_forbidden"),
             "benign": per_seed[0]["aligned"].get("n_benign"),
             "utility": per_seed[0]["aligned"].get("n_utility"),
-        },  # fmt: skip
+        },
         "stages_s": stages,
     }
     summary = (
         f"After {config.attack}, refusal {al_m['refusal_rate']:.3f} -> {at_m['refusal_rate']:.3f}; "
-        f"one-shot recovery ({main}, {config.recovery_steps} steps) gives {rec['refusal_rate']:.3f} "
+        f"one-shot recovery ({main}, {config.recovery_steps} steps) gives "
+        f"{rec['refusal_rate']:.3f} "
         f"with utility {rec['utility']:.3f} (attacked {at_m['utility']:.3f}). The claim holds on "
         f"{sum(flags)} of {len(flags)} seeds."
     )

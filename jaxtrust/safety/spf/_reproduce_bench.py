@@ -128,9 +128,18 @@ def run_method(
     tx = _transform(tuned, config, lr, steps, seed, rank, placement)
     graphdef = nnx.split(model, nnx.Param, ...)[0]
     recipe = (
-        "spf.reproduce", tuned, lr, steps, rank, placement, config.refresh_every, config.include,
-        config.warmup_steps, config.safety_loss, seed if tuned == "random_subspace" else None,
-    )  # fmt: skip
+        "spf.reproduce",
+        tuned,
+        lr,
+        steps,
+        rank,
+        placement,
+        config.refresh_every,
+        config.include,
+        config.warmup_steps,
+        config.safety_loss,
+        seed if tuned == "random_subspace" else None,
+    )
     result = finetune(
         model,
         pool,
@@ -214,13 +223,22 @@ def choose_learning_rates(
         scores[method] = {}
         for lr in config.lr_grid:
             model, _, _ = run_method(
-                method, aligned, pool, safety, config=config, lr=lr, steps=config.steps,
-                seed=seed + 50, aligned=aligned, base=base,
-            )  # fmt: skip
+                method,
+                aligned,
+                pool,
+                safety,
+                config=config,
+                lr=lr,
+                steps=config.steps,
+                seed=seed + 50,
+                aligned=aligned,
+                base=base,
+            )
             s = summarize(model, world, n=config.val_examples, seed=50_000)
             scores[method][str(lr)] = s
             log(
-                f"validation {method} lr {lr:g}: refusal {s['refusal_rate']:.3f} utility {s['utility']:.3f}"
+                f"validation {method} lr {lr:g}: refusal {s['refusal_rate']:.3f} utility "
+                f"{s['utility']:.3f}"
             )
         best = max(config.lr_grid, key=lambda lr, m=method: score_of(scores[m][str(lr)]))
         chosen[method] = float(best)
@@ -249,9 +267,17 @@ def sample_curve(aligned, world, config, seed: int, lr: float, log) -> dict[str,
         for rank in config.curve_ranks:
             for placement in config.curve_placements:
                 model, _, _ = run_method(
-                    "spf", aligned, pool, safety, config=config, lr=lr, steps=config.steps,
-                    seed=seed, rank=rank, placement=placement,
-                )  # fmt: skip
+                    "spf",
+                    aligned,
+                    pool,
+                    safety,
+                    config=config,
+                    lr=lr,
+                    steps=config.steps,
+                    seed=seed,
+                    rank=rank,
+                    placement=placement,
+                )
                 s = summarize(model, world, n=config.eval_examples, seed=20_000)
                 key = str(rank) if placement == config.placement else f"{rank}/{placement}"
                 out[str(n)][key] = s["refusal_rate"]
@@ -291,8 +317,15 @@ def geometry_tables(aligned, world, config, seed) -> tuple[dict[str, Any], list[
         table = spectrum_table(g, ks=(1, 2, 4, 8))
         agg = table.get("mean") or next(iter(table.values()))
         spectra[name] = agg
-        rows.append([name, tokens_of(ex), agg.get("cer@1", np.nan), agg.get("cer@4", np.nan),
-                     agg.get("effective_rank", np.nan)])  # fmt: skip
+        rows.append(
+            [
+                name,
+                tokens_of(ex),
+                agg.get("cer@1", np.nan),
+                agg.get("cer@4", np.nan),
+                agg.get("effective_rank", np.nan),
+            ]
+        )
     t1 = Table(
         "Insight I: low rank (mean over matrices)",
         ["gradient", "supervised tokens / example", "CER(1)", "CER(4)", "effective rank"],

@@ -33,23 +33,46 @@ def claims_of(config, seeds, aligned_scores, per_seed, curves):
             # utility margin: 0.02 or two standard errors of the difference, whichever is larger
             se = float(np.hypot(sft[i].get("utility_se", 0.0), spf_[i].get("utility_se", 0.0)))
             margin = max(0.02, 2 * se)
-            holds = (a - sft[i]["refusal_rate"] >= 0.30 and a - spf_[i]["refusal_rate"] <= 0.05
-                     and sft[i]["utility"] - spf_[i]["utility"] <= margin)  # fmt: skip
+            holds = (
+                a - sft[i]["refusal_rate"] >= 0.30
+                and a - spf_[i]["refusal_rate"] <= 0.05
+                and sft[i]["utility"] - spf_[i]["utility"] <= margin
+            )
             flags.append(bool(holds))
-            table_rows.append([seed, a - sft[i]["refusal_rate"], a - spf_[i]["refusal_rate"],
-                               sft[i]["utility"] - spf_[i]["utility"], margin, "yes" if holds else "no"])  # fmt: skip
+            table_rows.append(
+                [
+                    seed,
+                    a - sft[i]["refusal_rate"],
+                    a - spf_[i]["refusal_rate"],
+                    sft[i]["utility"] - spf_[i]["utility"],
+                    margin,
+                    "yes" if holds else "no",
+                ]
+            )
         claims[f"spf_preserves_safety_{attack}"] = {**claim_count(flags), "per_seed": flags}
-        rows.append(Table(
-            f"claim per seed ({attack}): SFT loses >= 0.30 refusal, SPF within 0.05 of aligned, "
-            "SPF utility within max(0.02, 2 SE) of SFT's",
-            ["seed", "SFT refusal drop", "SPF refusal drop", "SPF utility cost", "margin", "holds"],
-            table_rows,
-        ))  # fmt: skip
+        rows.append(
+            Table(
+                f"claim per seed ({attack}): SFT loses >= 0.30 refusal, SPF within 0.05 of "
+                "aligned, SPF utility within max(0.02, 2 SE) of SFT's",
+                [
+                    "seed",
+                    "SFT refusal drop",
+                    "SPF refusal drop",
+                    "SPF utility cost",
+                    "margin",
+                    "holds",
+                ],
+                table_rows,
+            )
+        )
         if "random_subspace" in config.methods:
             rnd = per_seed[attack]["random_subspace"]
-            flags = [spf_[i]["refusal_rate"] - rnd[i]["refusal_rate"]
-                     > 2 * np.hypot(spf_[i].get("refusal_rate_se", 0.0), rnd[i].get("refusal_rate_se", 0.0))
-                     for i in range(len(seeds))]  # fmt: skip
+            flags = [
+                spf_[i]["refusal_rate"] - rnd[i]["refusal_rate"]
+                > 2
+                * np.hypot(spf_[i].get("refusal_rate_se", 0.0), rnd[i].get("refusal_rate_se", 0.0))
+                for i in range(len(seeds))
+            ]
             claims[f"spf_beats_random_subspace_{attack}"] = {
                 **claim_count(flags),
                 "per_seed": flags,
@@ -65,13 +88,23 @@ def main_table(config, seeds, aligned_scores, runs, shares) -> Table:
     rows = []
     for attack in config.attacks:
         share = shares.get(attack, {})
-        label = f"{attack} ({share.get('harmful_example_share', 0):.0%} ex., {share.get('harmful_token_share', 0):.0%} tok.)"
+        ex_share = share.get("harmful_example_share", 0)
+        tok_share = share.get("harmful_token_share", 0)
+        label = f"{attack} ({ex_share:.0%} ex., {tok_share:.0%} tok.)"
         for method in config.methods:
             rs = runs[attack][method]["per_seed"]
-            rows.append([label, method, _pm([r["refusal_rate"] for r in rs]),
-                         _pm([r["utility"] for r in rs]), _pm([r["over_refusal"] for r in rs])])  # fmt: skip
+            rows.append(
+                [
+                    label,
+                    method,
+                    _pm([r["refusal_rate"] for r in rs]),
+                    _pm([r["utility"] for r in rs]),
+                    _pm([r["over_refusal"] for r in rs]),
+                ]
+            )
     return Table(
-        f"after fine-tuning, mean ± SE over seeds {seeds}; aligned refusal {aligned['refusal_rate']}, "
+        f"after fine-tuning, mean ± SE over seeds {seeds}; aligned refusal "
+        f"{aligned['refusal_rate']}, "
         f"utility {aligned['utility']} (harmful share of examples and of supervised tokens)",
         ["attack", "method", "refusal rate", "utility", "over-refusal"],
         rows,
@@ -80,13 +113,21 @@ def main_table(config, seeds, aligned_scores, runs, shares) -> Table:
 
 def plots(config, runs, trajectories, aligned_mean, ctx) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(config.attacks), figsize=(3.4 * len(config.attacks), 3.2),
-                             sharey=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(config.attacks), figsize=(3.4 * len(config.attacks), 3.2), sharey=True, squeeze=False
+    )
     for ax, attack in zip(axes[0], config.attacks, strict=True):
         for method in config.methods:
             e = runs[attack][method]
-            ax.errorbar(e["utility"], e["refusal_rate"], xerr=e["utility_se"],
-                        yerr=e["refusal_rate_se"], fmt="o", label=method, capsize=2)  # fmt: skip
+            ax.errorbar(
+                e["utility"],
+                e["refusal_rate"],
+                xerr=e["utility_se"],
+                yerr=e["refusal_rate_se"],
+                fmt="o",
+                label=method,
+                capsize=2,
+            )
         ax.axhline(aligned_mean["refusal_rate"], color="gray", lw=0.8, ls="--")
         ax.set_title(attack)
         ax.set_xlabel("utility")
@@ -96,15 +137,22 @@ def plots(config, runs, trajectories, aligned_mean, ctx) -> None:
     ctx.save_figure(fig, "refusal_vs_utility")
     if not config.trajectory_every:
         return
-    fig, axes = plt.subplots(2, len(config.attacks), figsize=(4 * len(config.attacks), 6),
-                             sharex="col", squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        2, len(config.attacks), figsize=(4 * len(config.attacks), 6), sharex="col", squeeze=False
+    )
     for j, attack in enumerate(config.attacks):
         for method, runs_of in trajectories[attack].items():
             for i, traj in enumerate(runs_of):
                 color = f"C{config.methods.index(method)}"
                 steps = [t["step"] for t in traj]
-                axes[0][j].plot(steps, [t["refusal_rate"] for t in traj], marker="o", ms=3,
-                                color=color, label=method if i == 0 else None)  # fmt: skip
+                axes[0][j].plot(
+                    steps,
+                    [t["refusal_rate"] for t in traj],
+                    marker="o",
+                    ms=3,
+                    color=color,
+                    label=method if i == 0 else None,
+                )
                 axes[1][j].plot(steps, [t["utility"] for t in traj], marker="o", ms=3, color=color)
         axes[0][j].set_title(f"{attack}: during fine-tuning")
         axes[0][j].set_ylim(-0.05, 1.05)

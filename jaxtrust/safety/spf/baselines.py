@@ -224,7 +224,8 @@ def safe_lora_project(
       stacked: leaves with ``ndim == 3`` carry a leading layer axis.
 
     Returns:
-      ``(params, info)`` with ``info = {"projected": [(path, layer), ...], "cosine": {path: [...]}}``.
+      ``(params, info)`` with ``info = {"projected": [(path, layer), ...],
+      "cosine": {path: [...]}}``.
 
     References:
       Hsu et al., "Safe LoRA: the Silver Lining of Reducing Safety Risks when Finetuning Large

@@ -144,7 +144,8 @@ class RealSPFConfig:
             raise ValueError(f"refresh_every must be >= 1, or 0 for once, got {self.refresh_every}")
         if self.eval_benign + self.align_benign + self.finetune_examples > 480:
             raise ValueError(
-                "eval_benign + align_benign + finetune_examples must be <= 480 (benign_instructions' pool)"
+                "eval_benign + align_benign + finetune_examples must be <= 480 "
+                "(benign_instructions' pool)"
             )
 
 
@@ -364,7 +365,8 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
     chat = _Chat(tokenizer, config.seq_len)
     d = _Data(config)
     ctx.log(
-        f"real SPF: {model_path.name}, {sum(x.size for x in jax.tree.leaves(nnx.state(base, nnx.Param))):,} parameters"
+        f"real SPF: {model_path.name}, "
+        f"{sum(x.size for x in jax.tree.leaves(nnx.state(base, nnx.Param))):,} parameters"
     )
 
     # 2. the base model's own answers (cached)
@@ -488,7 +490,8 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
         for method in config.methods
     ]
     table = Table(
-        f"real model ({model_path.name}): safety alignment, then fine-tuning attacks with and without SPF (seed {ctx.seed}, {config.eval_harmful} held-out HarmBench prompts)",
+        f"real model ({model_path.name}): safety alignment, then fine-tuning attacks with and "
+        f"without SPF (seed {ctx.seed}, {config.eval_harmful} held-out HarmBench prompts)",
         cols,
         rows,
     )
@@ -512,7 +515,8 @@ def run_real_spf(config: RealSPFConfig, ctx: RunContext) -> ExperimentResult:
         "wall_s": round(time.perf_counter() - start, 1),
     }
     summary = (
-        f"Real model {model_path.name}: keyword refusal on held-out HarmBench {results['base']['refusal_rate']:.2f} (base) -> "
+        f"Real model {model_path.name}: keyword refusal on held-out HarmBench "
+        f"{results['base']['refusal_rate']:.2f} (base) -> "
         f"{results['aligned']['refusal_rate']:.2f} (aligned); "
         + "; ".join(
             f"{a}/{m} {runs[a][m]['refusal_rate']:.2f}"

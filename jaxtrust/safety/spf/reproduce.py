@@ -113,17 +113,32 @@ class SPFExperimentConfig:
     def __post_init__(self):
         check_config(
             self,
-            positive=("num_seeds", "train_examples", "steps", "deep_steps", "batch_size", "rank",
-                      "eval_examples", "val_examples", "oneshot_steps", "safety_samples",
-                      "trajectory_examples", "oneshot_pool"),
+            positive=(
+                "num_seeds",
+                "train_examples",
+                "steps",
+                "deep_steps",
+                "batch_size",
+                "rank",
+                "eval_examples",
+                "val_examples",
+                "oneshot_steps",
+                "safety_samples",
+                "trajectory_examples",
+                "oneshot_pool",
+            ),
             nonnegative=("trajectory_every", "warmup_steps", "curve_seeds"),
             choices={
-                "attacks": ATTACKS, "methods": METHODS, "tune_attack": ATTACKS,
-                "curve_attack": ATTACKS, "placement": ("pre_adam", "post_adam"),
-                "curve_placements": ("pre_adam", "post_adam"), "safety_loss": ("one", "marginal"),
+                "attacks": ATTACKS,
+                "methods": METHODS,
+                "tune_attack": ATTACKS,
+                "curve_attack": ATTACKS,
+                "placement": ("pre_adam", "post_adam"),
+                "curve_placements": ("pre_adam", "post_adam"),
+                "safety_loss": ("one", "marginal"),
                 "oneshot_select": ("bilevel", "max_loss", "min_loss", "first"),
             },
-        )  # fmt: skip
+        )
         if not self.lr_grid or any(lr <= 0 for lr in self.lr_grid):
             raise ValueError(f"lr_grid must hold positive learning rates, got {self.lr_grid}")
 
@@ -217,9 +232,12 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
         world, aligned = zoo.world, zoo.model
         base = base_model(config.zoo, seed=seed).model if needs_base else None
         safety = safety_batch_of(
-            world, config.safety_samples, seed=seed, marginal=config.safety_loss == "marginal",
+            world,
+            config.safety_samples,
+            seed=seed,
+            marginal=config.safety_loss == "marginal",
             seq_len=seq,
-        )  # fmt: skip
+        )
         recovery = recovery_inputs(world, config, seed) if "oneshot" in config.methods else None
         aligned_scores.append(summarize(aligned, world, n=config.eval_examples, seed=20_000))
         ctx.log(f"seed {seed}: aligned {aligned_scores[-1]}")
@@ -236,16 +254,28 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
             steps = config.deep_steps if attack == "deep" else config.steps
             for method in config.methods:
                 model, trajectory, extra = run_method(
-                    method, aligned, pool, safety, config=config, lr=lrs[method], steps=steps,
-                    seed=seed, aligned=aligned, base=base, recovery=recovery,
+                    method,
+                    aligned,
+                    pool,
+                    safety,
+                    config=config,
+                    lr=lrs[method],
+                    steps=steps,
+                    seed=seed,
+                    aligned=aligned,
+                    base=base,
+                    recovery=recovery,
                     eval_fn=eval_fn if config.trajectory_every and method not in POST_HOC else None,
-                )  # fmt: skip
+                )
                 scores = {**summarize(model, world, n=config.eval_examples, seed=20_000), **extra}
                 per_seed[attack][method].append(scores)
                 if trajectory:
                     trajectories[attack][method].append(trajectory)
-                ctx.log(f"seed {seed} {attack} {method}: refusal {scores['refusal_rate']:.3f} "
-                        f"utility {scores['utility']:.3f} over-refusal {scores['over_refusal']:.3f}")  # fmt: skip
+                ctx.log(
+                    f"seed {seed} {attack} {method}: refusal {scores['refusal_rate']:.3f} "
+                    f"utility {scores['utility']:.3f} over-refusal "
+                    f"{scores['over_refusal']:.3f}"
+                )
                 stage(f"fine-tune {attack}")
         if i < config.curve_seeds and config.curve_samples:
             curves.append(
@@ -271,20 +301,29 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
     claims, claim_rows = claims_of(config, seeds, aligned_scores, per_seed, curves)
     tables = [main_table(config, seeds, aligned_scores, runs, shares), *claim_rows, *geometry_t]
     if validation:
-        tables.append(Table(
-            "validation learning-rate choice (score = utility + refusal on validation data)",
-            ["method", *map(str, config.lr_grid), "chosen"],
-            [[m, *(round(score_of(v[str(lr)]), 3) for lr in config.lr_grid), lrs[m]]
-             for m, v in validation.items()],
-        ))  # fmt: skip
+        tables.append(
+            Table(
+                "validation learning-rate choice (score = utility + refusal on validation data)",
+                ["method", *map(str, config.lr_grid), "chosen"],
+                [
+                    [m, *(round(score_of(v[str(lr)]), 3) for lr in config.lr_grid), lrs[m]]
+                    for m, v in validation.items()
+                ],
+            )
+        )
     if curves:
         cols = sorted({k for c in curves for row in c.values() for k in row})
-        tables.append(Table(
-            f"sample curve: refusal after {config.curve_attack} with SPF (mean over "
-            f"{len(curves)} seed(s)); columns rank or rank/placement",
-            ["safety samples", *cols],
-            [[n, *(float(np.mean([c[n][k] for c in curves])) for k in cols)] for n in curves[0]],
-        ))  # fmt: skip
+        tables.append(
+            Table(
+                f"sample curve: refusal after {config.curve_attack} with SPF (mean over "
+                f"{len(curves)} seed(s)); columns rank or rank/placement",
+                ["safety samples", *cols],
+                [
+                    [n, *(float(np.mean([c[n][k] for c in curves])) for k in cols)]
+                    for n in curves[0]
+                ],
+            )
+        )
     plots(config, runs, trajectories, aligned_mean, ctx)
     stages["total"] = round(sum(v for k, v in stages.items() if k != "total"), 1)
     tables.append(Table("wall time of each stage (s)", ["stage", "seconds"], list(stages.items())))
@@ -295,7 +334,7 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
         "claim": {
             k: {"holds_per_seed": v["per_seed"], "holds_all_seeds": all(v["per_seed"])}
             for k, v in claims.items()
-        },  # fmt: skip
+        },
         "claims": {k: {"holds": v["holds"], "seeds": v["seeds"]} for k, v in claims.items()},
         "config": {
             "rank": config.rank,
@@ -304,7 +343,7 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
             "steps": config.steps,
             "deep_steps": config.deep_steps,
             "safety_loss": config.safety_loss,
-        },  # fmt: skip
+        },
         "lr": lrs,
         "validation": validation,
         "model": model_info,
@@ -319,7 +358,7 @@ def run(config: SPFExperimentConfig, ctx: RunContext) -> ExperimentResult:
             for n in curves[0]
         }
         if curves
-        else {},  # fmt: skip
+        else {},
         "trajectories": trajectories if config.trajectory_every else {},
         "stages_s": stages,
     }

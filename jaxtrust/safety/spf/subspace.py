@@ -2,7 +2,8 @@
 """Per-matrix low-rank safety bases and the three SPF projection rules, as pure functions.
 
 Everything here works on ONE 2-D matrix ``G`` of shape ``[m, n]`` (``jax.vmap`` them for a
-stacked ``[layers, m, n]`` weight; :mod:`jaxtrust.safety.spf.transform` does that). A rank-``k`` basis is
+stacked ``[layers, m, n]`` weight; :mod:`jaxtrust.safety.spf.transform` does that). A
+rank-``k`` basis is
 a :class:`SubspaceBasis` ``(u [m, k], s [k], v [n, k])`` holding the top singular triplets of the
 safety gradient ``G_s ~= sum_i s_i u_i v_i^T``. Its storage is shape-static: unused columns
 (beyond the chosen rank, or numerically zero singular values) are stored as zeros, so a column
