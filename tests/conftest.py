@@ -37,6 +37,9 @@ RUNTIME_CHECKED = (
     "jaxtrust.safety._geometry",
     "jaxtrust.zoo",
     "jaxtrust.eval",
+    "jaxtrust.data.vision",
+    "jaxtrust.privacy.mia",
+    "jaxtrust.unlearning",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook

@@ -24,6 +24,8 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "oneshot": "jaxtrust.experiments.oneshot",
     "actapprox": "jaxtrust.experiments.actapprox",
     "secpe": "jaxtrust.experiments.secpe",
+    "mape": "jaxtrust.unlearning.mape.reproduce",
+    "rsu": "jaxtrust.unlearning.rsu.reproduce",
 }
 
 PRESETS = ("quick", "full")
