@@ -39,6 +39,9 @@ RUNTIME_CHECKED = (
     "jaxtrust.eval",
     "jaxtrust.privacy.secpe",
     "jaxtrust.fhe",
+    "jaxtrust.data.vision",
+    "jaxtrust.privacy.mia",
+    "jaxtrust.unlearning",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook

@@ -23,6 +23,8 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "oneshot": "jaxtrust.safety.recovery.reproduce",
     "actapprox": "jaxtrust.safety.actapprox.reproduce",
     "secpe": "jaxtrust.privacy.secpe.reproduce",
+    "mape": "jaxtrust.unlearning.mape.reproduce",
+    "rsu": "jaxtrust.unlearning.rsu.reproduce",
 }
 
 PRESETS = ("quick", "full")
