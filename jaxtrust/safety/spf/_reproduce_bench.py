@@ -76,7 +76,15 @@ def _safety_loss(config) -> Callable:
 
 
 def _transform(method: str, config, lr: float, steps: int, seed: int, rank: int, placement: str):
-    schedule = warmup_cosine(lr, steps, warmup_steps=config.warmup_steps)
+    """AdamW (no weight decay) on a warmup-cosine schedule, with the method's projection.
+
+    The peak learning rate lives in the optimiser state (``inject_hyperparams``), so every
+    learning rate of a sweep reuses one compiled step per method."""
+    unit = warmup_cosine(1.0, steps, warmup_steps=config.warmup_steps)
+    tail = (
+        optax.scale_by_schedule(unit),
+        optax.inject_hyperparams(optax.scale)(step_size=-float(lr)),
+    )
     if method in SPF_MODES:
         projection = spf(
             rank,
@@ -90,12 +98,10 @@ def _transform(method: str, config, lr: float, steps: int, seed: int, rank: int,
     elif method == "pcgrad_full":
         projection = pcgrad_full(include=config.include)
     else:  # sft (and the post-hoc methods' SFT)
-        return optax.adamw(schedule, weight_decay=0.0)
+        return optax.chain(optax.scale_by_adam(), *tail)
     if placement == "post_adam":
-        return optax.chain(
-            optax.scale_by_adam(), projection, optax.scale_by_learning_rate(schedule)
-        )
-    return optax.chain(projection, optax.adamw(schedule, weight_decay=0.0))
+        return optax.chain(optax.scale_by_adam(), projection, *tail)
+    return optax.chain(projection, optax.scale_by_adam(), *tail)
 
 
 def run_method(
@@ -130,7 +136,6 @@ def run_method(
     recipe = (
         "spf.reproduce",
         tuned,
-        lr,
         steps,
         rank,
         placement,

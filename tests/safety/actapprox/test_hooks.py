@@ -366,14 +366,38 @@ def test_approx_hooks_type():
     assert [t.name for t in hooks.techniques] == ["nexus", "iron"]
 
 
+# The bibliography, written down independently of the code: first author, venue, year.
+BIBLIOGRAPHY = {
+    "iron": ("Hao", "NeurIPS", 2022),
+    "bolt": ("Pang", "IEEE S&P", 2024),
+    "bumblebee": ("Lu", "NDSS", 2025),
+    "nexus": ("Zhang", "NDSS", 2025),
+    "teal": ("Liu", "ICLR", 2025),
+    "cats": ("Lee", "COLM", 2024),
+    "smoothquant": ("Xiao", "ICML", 2023),
+    "omniquant": ("Shao", "ICLR", 2024),
+    "gaussian_noise": ("Zhang", "USENIX Sec.", 2025),
+    "laplace_noise": ("Zhang", "USENIX Sec.", 2025),
+}
+
+
 def test_references_cover_every_technique():
+    import re
+
     from jaxtrust.safety.actapprox import REFERENCES
 
-    assert set(REFERENCES) == set(KNOWN_TECHNIQUES)
-    for name, (family, reference, _) in REFERENCES.items():
-        assert technique(name).family == family and any(
-            str(y) in reference for y in (2022, 2023, 2024, 2025)
-        )
+    assert set(REFERENCES) == set(KNOWN_TECHNIQUES) == set(BIBLIOGRAPHY)
+    # "Author et al., Title, Venue Year": each part present and the right one for the name
+    form = re.compile(
+        r"^(?P<author>[A-Z][a-z]+) et al\., (?P<title>.+), (?P<venue>.+) (?P<year>\d{4})$"
+    )
+    for name, (family, reference, fidelity) in REFERENCES.items():
+        match = form.match(reference)
+        assert match, f"{name}: {reference!r} is not 'Author et al., Title, Venue Year'"
+        author, venue, year = BIBLIOGRAPHY[name]
+        assert (match["author"], match["venue"], int(match["year"])) == (author, venue, year)
+        assert len(match["title"]) >= 4 and fidelity
+        assert technique(name).family == family
 
 
 def test_quantile_subsample_for_large_calibration_sets(model, batch, record):
