@@ -146,7 +146,7 @@ def _references(world, config, seed):
     }
 
 
-def _cliff(points: list[tuple[int | float, dict]], aligned_refusal: float) -> float | None:
+def _cliff(points: list[tuple[int | float, dict]], aligned_refusal: float) -> int | float | None:
     """The first x (steps or learning rate) at which refusal is within 0.05 of aligned."""
     for x, s in sorted(points, key=lambda p: p[0]):
         if s["refusal_rate"] >= aligned_refusal - 0.05:
