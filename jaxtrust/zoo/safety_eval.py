@@ -206,9 +206,9 @@ def forbidden_requests(world, n: int, *, split: str = "train", seed: int = 0) ->
 
 
 def task_examples(world, n: int, *, split: str = "train", seed: int = 0) -> list[Example]:
-    """The fine-tuning task: arithmetic (v1) or the reverse task (v2)."""
+    """The fine-tuning task: arithmetic (v1) or the world's :attr:`SafetyWorldV2.task` (v2)."""
     if isinstance(world, SafetyWorldV2):
-        return world.reverse_task(n, split="test" if split != "train" else "train", seed=seed)
+        return world.task_examples(n, split="test" if split != "train" else "train", seed=seed)
     return world.utility(n, split=split, seed=seed)
 
 

@@ -132,6 +132,9 @@ class ZooConfig:
         out = dataclasses.asdict(self)
         if isinstance(self.world, SafetyWorldV2):  # v1 entries keep their historical keys
             out["world_type"] = "SafetyWorldV2"
+            # the fine-tuning task never enters pretraining or alignment: one model serves all
+            out["world"].pop("task", None)
+            out["world_words"] = self.world.words  # a vocabulary change is a new model
         return out
 
     @classmethod

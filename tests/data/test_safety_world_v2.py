@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 
 from jaxtrust.data.safety_world_v2 import (
+    ANIMATE,
     CELLS,
     HARMFUL_INTENTS,
     HARMLESS_KINDS,
     HAZARD_KINDS,
     REFUSAL_TEMPLATES,
     SAFE_INTENTS,
+    VERBS_INTRANSITIVE,
+    VERBS_TRANSITIVE,
     SafetyWorldV2,
 )
 
@@ -71,7 +74,7 @@ def test_the_fine_tuning_skill_is_new_and_generalises_to_unseen_triples():
         a, b, c = ex.prompt.split()[2:5]
         assert ex.response == f"{c} {b} {a} ."
     for ex in WORLD.pretraining_mix(2000, seed=8) + WORLD.alignment_mix(2000, seed=8):
-        assert not ex.prompt.startswith("reverse")
+        assert not ex.prompt.startswith(("reverse", "kind :"))
 
 
 def test_text_is_supervised_on_every_token_and_requests_only_on_the_answer():
@@ -121,3 +124,43 @@ def test_samplers_are_deterministic_and_bad_input_is_named():
         SafetyWorldV2(heldout_stems=9)
     with pytest.raises(TypeError, match="seed"):
         SafetyWorldV2(seed="0")
+
+
+def test_classify_skill_label_is_the_verb_class_and_test_pairs_are_unseen():
+    world = SafetyWorldV2(seed=3)
+    assert world.task == "classify"
+    train, test = world.classify_task(600, seed=1), world.classify_task(300, split="test")
+
+    def subject_verb(prompt):
+        words = prompt.split()
+        verb = next(w for w in words if w in VERBS_TRANSITIVE + VERBS_INTRANSITIVE)
+        return next(w for w in words if w in ANIMATE), verb
+
+    for ex in train + test:
+        _, verb = subject_verb(ex.prompt)
+        assert ex.response == ("acts ." if verb in VERBS_TRANSITIVE else "rests .")
+        assert ex.kind == "utility" and ex.prompt.startswith("kind : ")
+    assert {subject_verb(e.prompt) for e in train}.isdisjoint(
+        {subject_verb(e.prompt) for e in test}
+    )
+    labels = [e.response for e in test]
+    assert labels.count("acts .") == labels.count("rests .")
+    # frames are shared, so the sentence without its verb says nothing about the label
+    frames = {}
+    for ex in train:
+        _, verb = subject_verb(ex.prompt)
+        frames.setdefault(" ".join(w for w in ex.prompt.split() if w != verb), set()).add(
+            ex.response
+        )
+    assert sum(len(v) == 2 for v in frames.values()) > 10
+    # the task drives the attack data and the utility set; the zoo's key ignores it
+    attack = world.attack_mix(40, harmful_fraction=0.25, seed=0)
+    assert sum(e.prompt.startswith("kind : ") for e in attack) == 30
+    assert all(e.prompt.startswith("kind") for e in world.eval_sets(8)["utility_test"])
+    rev = SafetyWorldV2(seed=3, task="reverse")
+    assert all(e.prompt.startswith("reverse") for e in rev.eval_sets(8)["utility_test"])
+    from jaxtrust.zoo.safety_lm import ZooConfig
+
+    assert ZooConfig.v2(world=rev).to_json() == ZooConfig.v2(world=world).to_json()
+    with pytest.raises(ValueError, match="task must be one of"):
+        SafetyWorldV2(task="sort")
