@@ -69,7 +69,7 @@ class OneShotConfig:
     steps_sweep: tuple[int, ...] = (1, 2, 3, 5, 10, 20)
     selections: tuple[str, ...] = ("bilevel", "max_loss", "first")
     tol: float = 0.05
-    eval_examples: int = 128
+    eval_examples: int = 200
     val_examples: int = 64
 
     def __post_init__(self):

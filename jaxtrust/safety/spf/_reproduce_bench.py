@@ -80,7 +80,10 @@ def _transform(method: str, config, lr: float, steps: int, seed: int, rank: int,
 
     The peak learning rate lives in the optimiser state (``inject_hyperparams``), so every
     learning rate of a sweep reuses one compiled step per method."""
-    unit = warmup_cosine(1.0, steps, warmup_steps=config.warmup_steps)
+    if config.schedule == "constant":
+        unit = optax.constant_schedule(1.0)
+    else:
+        unit = warmup_cosine(1.0, steps, warmup_steps=config.warmup_steps)
     tail = (
         optax.scale_by_schedule(unit),
         optax.inject_hyperparams(optax.scale)(step_size=-float(lr)),
@@ -142,6 +145,7 @@ def run_method(
         config.refresh_every,
         config.include,
         config.warmup_steps,
+        config.schedule,
         config.safety_loss,
         seed if tuned == "random_subspace" else None,
     )

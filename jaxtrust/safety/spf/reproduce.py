@@ -85,6 +85,9 @@ class SPFExperimentConfig:
     deep_steps: int = 320
     batch_size: int = 16
     warmup_steps: int = 8
+    # "warmup_cosine" (the protocol's small-step regime) or "constant" (the demo's long run at
+    # one rate, so the drift of plain fine-tuning shows within a few hundred steps)
+    schedule: str = "warmup_cosine"
     lr_grid: tuple[float, ...] = (5e-5, 2e-4)
     tune_attack: str = "poison_10"
     val_examples: int = 64
@@ -99,7 +102,7 @@ class SPFExperimentConfig:
     oneshot_learning_rate: float = 3e-4
     oneshot_select: str = "bilevel"
     oneshot_pool: int = 32
-    eval_examples: int = 128
+    eval_examples: int = 200
     geometry: bool = True
     curve_samples: tuple[int, ...] = (1, 2, 4, 16)
     curve_ranks: tuple[int, ...] = (4, 16)
@@ -136,6 +139,7 @@ class SPFExperimentConfig:
                 "placement": ("pre_adam", "post_adam"),
                 "curve_placements": ("pre_adam", "post_adam"),
                 "safety_loss": ("one", "marginal"),
+                "schedule": ("warmup_cosine", "constant"),
                 "oneshot_select": ("bilevel", "max_loss", "min_loss", "first"),
             },
         )
@@ -183,6 +187,7 @@ PRESETS = {
         deep_steps=300,
         batch_size=32,
         warmup_steps=0,
+        schedule="constant",
         lr_grid=(5e-4,),
         eval_examples=40,
         geometry=False,
