@@ -284,13 +284,10 @@ def _ckks(config: SecPEConfig, ctx: RunContext, first: dict[str, Any]) -> dict[s
     return {"available": True, "grid": grid, "python": status["python"]}
 
 
-@register(
-    "secpe",
-    description="prompt ensembling, the soft vote's argmax under FHE: accuracy, robustness, cost",
-    config_cls=SecPEConfig,
-    presets=PRESETS,
-)
+@register("secpe", SecPEConfig, PRESETS)
 def run(config: SecPEConfig, ctx: RunContext) -> ExperimentResult:
+    """Prompt ensembling, the soft vote's argmax under FHE: accuracy, robustness, cost."""
+
     if config.model not in ("inhouse", "smollm2"):
         raise ValueError(f"model must be 'inhouse' or 'smollm2', got {config.model!r}")
     if config.num_seeds < 1 or any(b < 0 for b in config.attack_budgets):

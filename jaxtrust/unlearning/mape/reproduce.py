@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from jaxtrust.eval.stats import claim_count
-from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
+from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, pyplot, register
 from jaxtrust.unlearning.baselines import forget_gradient, saliency_mask, unlearn
 from jaxtrust.unlearning.metrics import METRIC_NAMES, avg_gap, unlearning_metrics
 from jaxtrust.unlearning.protocol import (
@@ -125,17 +125,11 @@ def _table(title: str, summary: dict[str, dict]) -> Table:
     )
 
 
-@register(
-    "mape",
-    description="MAPE-Unlearn (Fisher-selected heads/filters) vs unlearning baselines on MNIST-1D",
-    config_cls=MAPEExperimentConfig,
-    presets=PRESETS,
-)
+@register("mape", MAPEExperimentConfig, PRESETS)
 def run(config: MAPEExperimentConfig, ctx: RunContext) -> ExperimentResult:
-    import matplotlib
+    """MAPE-Unlearn (Fisher-selected heads/filters) vs unlearning baselines on MNIST-1D."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages: dict[str, float] = {}
     clock = time.perf_counter()

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from jaxtrust.eval.stats import claim_count
-from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, register
+from jaxtrust.experiments.registry import ExperimentResult, RunContext, Table, pyplot, register
 from jaxtrust.privacy.mia.lira import lira_evaluate, stacked_logits
 from jaxtrust.privacy.mia.scores import predict_logits
 from jaxtrust.unlearning.metrics import METRIC_NAMES, accuracy
@@ -95,17 +95,11 @@ def _rsu_spec(name: str, risks: dict, ranking: str, order: str | None = None) ->
     return MethodSpec(name, RSU_SPACE, run)
 
 
-@register(
-    "rsu",
-    description="RSU: LiRA-ranked sequential unlearning vs one-shot and baselines on MNIST-1D",
-    config_cls=RSUExperimentConfig,
-    presets=PRESETS,
-)
+@register("rsu", RSUExperimentConfig, PRESETS)
 def run(config: RSUExperimentConfig, ctx: RunContext) -> ExperimentResult:
-    import matplotlib
+    """RSU: LiRA-ranked sequential unlearning vs one-shot and baselines on MNIST-1D."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages: dict[str, float] = {}
     clock = time.perf_counter()
