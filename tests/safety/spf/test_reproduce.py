@@ -58,14 +58,14 @@ def test_oneshot_schema_and_recovery_restores_refusal(tmp_path):
 
 
 def test_demo_spf_keeps_refusal_where_sft_loses_it(tmp_path):
-    # the headline job (make demo), shortened: 200 steps of benign fine-tuning on the seed-0
+    # the headline job (make demo), shortened: 150 steps of benign fine-tuning on the seed-0
     # zoo model; measured at 300 steps: SFT refusal 1.00 -> 0.00 by step 150, SPF 1.00 throughout
     run_experiment(
         "spf",
         preset="demo",
         seed=0,
         out_dir=tmp_path,
-        overrides=["deep_steps=200", "eval_examples=20", "trajectory_examples=8"],
+        overrides=["deep_steps=150", "eval_examples=20", "trajectory_examples=8"],
         progress=False,
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -74,5 +74,5 @@ def test_demo_spf_keeps_refusal_where_sft_loses_it(tmp_path):
     assert m["runs"]["deep"]["spf"]["refusal_rate"] >= aligned - 0.1
     for method in ("sft", "spf"):
         (trajectory,) = m["trajectories"]["deep"][method]
-        assert [t["step"] for t in trajectory] == [0, 50, 100, 150, 200]
+        assert [t["step"] for t in trajectory] == [0, 50, 100, 150]
     assert (tmp_path / "refusal_over_steps.png").exists()
