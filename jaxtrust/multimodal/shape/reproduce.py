@@ -72,17 +72,17 @@ EXIST = "is there a {} in the image ?"
 class ShapeExperimentConfig:
     world: BiasedWorldConfig = BiasedWorldConfig()
     num_seeds: int = 3
-    train_scenes: int = 800
-    val_scenes: int = 100
-    test_scenes: int = 120
-    dpo_scenes: int = 300
+    train_scenes: int = 600
+    val_scenes: int = 60
+    test_scenes: int = 100
+    dpo_scenes: int = 200
     width: int = 64
     layers: int = 2
-    base_steps: int = 1500
+    base_steps: int = 1200
     base_learning_rate: float = 3e-3
     batch_size: int = 64
     rounds: int = 2
-    round_steps: int = 120
+    round_steps: int = 80
     learning_rates: tuple[float, ...] = (1e-4, 4e-4)
     beta: float = 0.1
     sft_weight: float = 0.0
@@ -109,7 +109,14 @@ PRESETS = {
     ),
     "quick": ShapeExperimentConfig(),
     "full": ShapeExperimentConfig(
-        num_seeds=5, train_scenes=2000, dpo_scenes=600, base_steps=4000, test_scenes=200, rounds=3
+        num_seeds=5,
+        train_scenes=2000,
+        val_scenes=100,
+        test_scenes=200,
+        dpo_scenes=600,
+        base_steps=4000,
+        round_steps=150,
+        rounds=3,
     ),
 }
 
