@@ -121,7 +121,9 @@ PRESETS = {
 }
 
 
-def _model(world: BiasedSceneWorld, config: ShapeExperimentConfig, seed: int):
+def build_vlm(world: BiasedSceneWorld, config: ShapeExperimentConfig, seed: int):
+    """A fresh VLM for ``world``'s tokenizer: ViT (patch 4) + projector + causal LM, both
+    ``config.width`` wide and ``config.layers`` deep."""
     w = config.width
     enc = EncoderConfig(dim=w, num_layers=config.layers, num_heads=4, mlp_dim=2 * w)
     size = config.world.image_size
@@ -138,7 +140,11 @@ def _model(world: BiasedSceneWorld, config: ShapeExperimentConfig, seed: int):
     return VisionLanguageModel(VLMConfig(vision=vit, lm=lm, pool=2), rngs=nnx.Rngs(seed))
 
 
-def _sft_pool(world, scenes, images_or_feats, key, config, seed):
+def sft_data(world, scenes, images_or_feats, key, config, seed):
+    """The supervised pool of ``scenes``: a terse caption per scene (``DESCRIBE``), the full
+    caption for a ``detail_fraction`` (``DETAIL``), one yes and one no object question; the
+    visual input (``images`` or ``features``, per ``key``) repeated per row. Returns
+    ``(pool, terse captions)``."""
     rng = np.random.default_rng([seed, 5])
     qs, ans, rows = [], [], []
     for i, sc in enumerate(scenes):
@@ -341,8 +347,8 @@ def _seed_trial(config, seed, ctx, stages):
     world = BiasedSceneWorld(config.world, seed=seed)
     train_scenes = world.scenes(config.train_scenes, seed=seed, biased=True)
     train_images = world.images(train_scenes, seed=seed)
-    pool, _ = _sft_pool(world, train_scenes, train_images, "images", config, seed)
-    base0 = _model(world, config, seed)
+    pool, _ = sft_data(world, train_scenes, train_images, "images", config, seed)
+    base0 = build_vlm(world, config, seed)
     base = finetune(
         base0,
         pool,
@@ -355,7 +361,7 @@ def _seed_trial(config, seed, ctx, stages):
     stages[f"base_{seed}"] = time.perf_counter() - clock
     freq, co = world.statistics(train_scenes)
     train = Split(train_scenes, train_images, image_features(base, train_images), [], {})
-    sft_pool, _ = _sft_pool(world, train_scenes, train.feats, "features", config, seed)
+    sft_pool, _ = sft_data(world, train_scenes, train.feats, "features", config, seed)
     val = _split(world, config.val_scenes, seed + 10_000, base, False, freq, co)
     test = _split(world, config.test_scenes, seed + 20_000, base, False, freq, co)
     blank = image_features(base, np.ones((1, *train_images.shape[1:]), np.float32))
