@@ -72,17 +72,19 @@ EXIST = "is there a {} in the image ?"
 class ShapeExperimentConfig:
     world: BiasedWorldConfig = BiasedWorldConfig()
     num_seeds: int = 3
-    train_scenes: int = 600
-    val_scenes: int = 60
+    train_scenes: int = 400
+    val_scenes: int = 50
     test_scenes: int = 100
-    dpo_scenes: int = 200
+    dpo_scenes: int = 128
     width: int = 64
     layers: int = 2
-    base_steps: int = 1200
+    patch: int = 8
+    pool: int = 1
+    base_steps: int = 600
     base_learning_rate: float = 3e-3
-    batch_size: int = 64
+    batch_size: int = 32
     rounds: int = 2
-    round_steps: int = 80
+    round_steps: int = 40
     learning_rates: tuple[float, ...] = (1e-4, 4e-4)
     beta: float = 0.1
     sft_weight: float = 0.0
@@ -127,7 +129,9 @@ def build_vlm(world: BiasedSceneWorld, config: ShapeExperimentConfig, seed: int)
     w = config.width
     enc = EncoderConfig(dim=w, num_layers=config.layers, num_heads=4, mlp_dim=2 * w)
     size = config.world.image_size
-    vit = ViTConfig(input_shape=(size, size), patch=4, channels=3, num_classes=0, encoder=enc)
+    vit = ViTConfig(
+        input_shape=(size, size), patch=config.patch, channels=3, num_classes=0, encoder=enc
+    )
     lm = LMConfig.for_tokenizer(
         world.tokenizer,
         hidden_size=w,
@@ -137,7 +141,7 @@ def build_vlm(world: BiasedSceneWorld, config: ShapeExperimentConfig, seed: int)
         num_kv_heads=2,
         max_position_embeddings=128,
     )
-    return VisionLanguageModel(VLMConfig(vision=vit, lm=lm, pool=2), rngs=nnx.Rngs(seed))
+    return VisionLanguageModel(VLMConfig(vision=vit, lm=lm, pool=config.pool), rngs=nnx.Rngs(seed))
 
 
 def sft_data(world, scenes, images_or_feats, key, config, seed):
@@ -262,6 +266,7 @@ def _run_method(method, base, world, train, sft_pool, lr, config, seed, eval_fn,
         tx = adamw_cosine(lr, config.round_steps)
         idx = np.sort(rng.choice(len(train.scenes), config.dpo_scenes, replace=False))
         common = dict(steps=config.round_steps, batch_size=config.batch_size, seed=seed + r)
+        common["step_key"] = ("shape.round", lr, config.round_steps)  # one compile per recipe
         stats: dict[str, Any] = {}
         if method == "sft":
             model = finetune(model, sft_pool, tx, loss_fn=vlm_loss_fn, **common).model
@@ -357,6 +362,7 @@ def _seed_trial(config, seed, ctx, stages):
         batch_size=config.batch_size,
         seed=seed,
         loss_fn=vlm_loss_fn,
+        step_key=("shape.base", config.base_learning_rate, config.base_steps, "vlm_loss"),
     ).model
     stages[f"base_{seed}"] = time.perf_counter() - clock
     freq, co = world.statistics(train_scenes)
