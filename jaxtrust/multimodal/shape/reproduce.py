@@ -12,7 +12,8 @@ runs ``rounds`` rounds of ``round_steps`` steps:
 * ``shuffled``: DPO on SHAPE's winners against other images' terse captions;
 * ``shape``: DPO on SHAPE triplets (consensus of ``views`` augmented views vs the terse
   caption), each round rebuilding the triplets with, and taking as reference, the previous
-  round's model.
+  round's model (pairs whose winner equals the terse loser are dropped, as SeVa drops
+  identical pairs: they carry no preference).
 
 Each method's learning rate is tuned on the first seed's validation split (score: POPE F1 minus
 CHAIR_i), the same grid for all. Reported on test scenes drawn *without* the bias: POPE F1 (mean
@@ -275,6 +276,13 @@ def _run_method(method, base, world, train, sft_pool, lr, config, seed, eval_fn,
             if t is None:
                 rounds.append({"round": r + 1, "pairs": 0, **eval_fn(model)})
                 continue
+            if method in ("shape", "shuffled"):
+                # a winner equal to its loser (the views added nothing) carries no preference
+                keep = [i for i in range(len(t)) if t.winners[i] != t.losers[i]]
+                if len(keep) < 2:
+                    rounds.append({"round": r + 1, "pairs": len(keep), **eval_fn(model)})
+                    continue
+                t, feats = t.subset(keep), feats[keep]
             if method == "shuffled":
                 t = shuffle_losers(t, seed=seed + r)
             stats["winner_objects"] = float(np.mean([w.count(" a ") + 1 for w in t.winners]))
