@@ -14,6 +14,10 @@ needs:
 * evaluation scenes are drawn without the bias, so absent partners (the adversarial negatives of
   a POPE probe) are common.
 
+References:
+  Li et al., *Evaluating Object Hallucination in Large Vision-Language Models* (POPE: the
+  co-occurrence statistics behind adversarial negatives), EMNLP 2023.
+
 Example:
   >>> w = BiasedSceneWorld(BiasedWorldConfig(), seed=0)
   >>> scenes = w.scenes(3, seed=1, biased=True)
@@ -93,6 +97,8 @@ class BiasedSceneWorld:
         self.seed = seed
 
     def scene(self, rng: np.random.Generator, *, biased: bool) -> Scene:
+        """A scene of distinct shapes in adjacent cells; ``biased``: each drawn shape's partner
+        follows it with probability ``config.bias`` (while there is room)."""
         c = self.config
         n = int(rng.integers(c.min_objects, c.max_objects + 1))
         shapes: list[str] = []
@@ -118,6 +124,7 @@ class BiasedSceneWorld:
         )
 
     def scenes(self, n: int, *, seed: int, biased: bool) -> list[Scene]:
+        """``n`` scenes, deterministic given ``(world seed, seed, biased)``."""
         rng = np.random.default_rng([self.seed, seed, 91, int(biased)])
         return [self.scene(rng, biased=biased) for _ in range(n)]
 
@@ -127,14 +134,17 @@ class BiasedSceneWorld:
 
     @staticmethod
     def present(scene: Scene) -> list[str]:
+        """The shape words of ``scene``'s objects."""
         return [o.shape for o in scene.objects]
 
     @staticmethod
     def full_caption(scene: Scene) -> str:
+        """Every object, in reading order: ``"a red star , a blue ring and a cyan cross ."``."""
         objs = sorted(scene.objects, key=lambda o: (o.row, o.col))
         return caption_of([(o.color, o.shape) for o in objs])
 
     def terse_caption(self, scene: Scene, rng: np.random.Generator) -> str:
+        """``config.terse_objects`` random objects of ``scene`` (the supervised terse text)."""
         k = self.config.terse_objects
         pick = sorted(rng.choice(len(scene.objects), k, replace=False).tolist())
         return caption_of([(scene.objects[i].color, scene.objects[i].shape) for i in pick])
