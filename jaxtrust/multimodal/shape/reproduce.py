@@ -477,7 +477,9 @@ def run(config: ShapeExperimentConfig, ctx: RunContext) -> ExperimentResult:
 
 
 def _strip(m: dict) -> dict:
-    return {k: v for k, v in m.items() if isinstance(v, int | float)}
+    return {
+        k: float(v) for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def _fmt(m: dict) -> str:
