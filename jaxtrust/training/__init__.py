@@ -19,6 +19,14 @@ from jaxtrust.training.adapters import (
 )
 from jaxtrust.training.batches import epoch_batches, pool_size
 from jaxtrust.training.checkpoint import Checkpointer, abstract_like, load_pytree, save_pytree
+from jaxtrust.training.dpo import (
+    DPOResult,
+    dpo_finetune,
+    make_dpo_loss,
+    pair_logprobs,
+    preference_pool,
+    reference_logprobs,
+)
 from jaxtrust.training.finetune import FinetuneResult, finetune
 from jaxtrust.training.inner import scan_optimize
 from jaxtrust.training.loop import fit
@@ -45,6 +53,7 @@ from jaxtrust.training.step import (
 __all__ = [
     "BATCH_KEYS",
     "Checkpointer",
+    "DPOResult",
     "FinetuneResult",
     "TrainState",
     "abstract_like",
@@ -61,6 +70,7 @@ __all__ = [
     "pool_size",
     "scan_optimize",
     "warmup_cosine",
+    "dpo_finetune",
     "dpo_loss",
     "evaluate",
     "find_learning_rate",
@@ -69,11 +79,15 @@ __all__ = [
     "init_train_state",
     "lm_loss",
     "load_pytree",
+    "make_dpo_loss",
     "make_eval_step",
     "make_mesh",
     "make_train_step",
     "merge_model",
+    "pair_logprobs",
+    "preference_pool",
     "prompt_loss_mask",
+    "reference_logprobs",
     "save_pytree",
     "sequence_logprobs",
     "shard_batch",
