@@ -26,8 +26,6 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from tests.training._resume_worker import MLP, mse_loss, regression_batch  # noqa: E402
-
 from jaxtrust.training import (  # noqa: E402
     Checkpointer,
     init_train_state,
@@ -36,6 +34,7 @@ from jaxtrust.training import (  # noqa: E402
     shard_batch,
     shard_params,
 )
+from tests.training._resume_worker import MLP, mse_loss, regression_batch  # noqa: E402
 
 
 def main() -> None:
