@@ -9,7 +9,7 @@ import pytest
 
 from jaxtrust.experiments import run_experiment
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 KEYS = ("pope_f1", "pope_f1_std", "chair", "recall", "pref_acc")
 METHODS = {"base", "sft", "sft_winners", "seva", "shuffled", "shape"}
 
