@@ -140,7 +140,7 @@ class MemHunterExperimentConfig:
 PRESETS = {
     "smoke": MemHunterExperimentConfig(
         world=WorldConfig(
-            background=64, dataset_size=6, duplications=(1, 16), nonmember_pool=12, reference=12
+            background=64, dataset_size=8, duplications=(1, 16), nonmember_pool=12, reference=12
         ),
         targets=(("llama", 32, 1), ("gpt_neox", 32, 1)),
         target_steps=30,
@@ -154,6 +154,7 @@ PRESETS = {
             batch_size=16,
             num_candidates=2,
             units="words",
+            prompt_len=8,
             continuation_len=16,
             keep_threshold=0.0,
         ),
@@ -253,10 +254,13 @@ def _score_all(model, prompter, texts, config, key) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- tests
-def _decisions(method, setting, suspect_idx, ref_idx, scores, config, rng) -> np.ndarray:
-    """Rejections of ``trials`` datasets of each size (rows: n_samples) for one method."""
-    out = np.zeros((len(config.n_samples), config.trials), bool)
-    for a, n in enumerate(config.n_samples):
+def _decisions(
+    method, setting, suspect_idx, ref_idx, scores, config, rng, sizes=None
+) -> np.ndarray:
+    """Rejections of ``trials`` datasets of each size (rows: ``sizes``, default n_samples)."""
+    sizes = config.n_samples if sizes is None else sizes
+    out = np.zeros((len(sizes), config.trials), bool)
+    for a, n in enumerate(sizes):
         n = min(n, len(suspect_idx))
         for t in range(config.trials):
             pick = rng.choice(suspect_idx, n, replace=False)
@@ -446,8 +450,9 @@ def _run_seed(config, seed, ctx, stages) -> dict[str, Any]:
                         test[g],
                         test["reference"],
                         on_target,
-                        dataclasses.replace(config, n_samples=(len(test[g]),)),
+                        config,
                         rng,
+                        sizes=(len(test[g]),),
                     ).mean()
                 )
                 for g in dups
