@@ -50,6 +50,8 @@ from flax import nnx
 
 from jaxtrust.data.batching import collate
 from jaxtrust.eval.responses import generate_responses
+from jaxtrust.models.config import LMConfig
+from jaxtrust.models.transformer import CausalLM
 from jaxtrust.privacy.memhunter.memorization import (
     MemorizationScores,
     memorization_scores,
@@ -67,6 +69,7 @@ __all__ = [
     "PrompterTrace",
     "check_tokenizers",
     "continuation_scores",
+    "init_prompter",
     "memhunter_scores",
     "respond",
     "sample_prompts",
@@ -176,15 +179,21 @@ def sft_pool(
 
 
 def seed_pairs(
-    hints: Sequence[Sequence[int]], *, seed: int, per_hint: int = 4, min_len: int = 8
+    hints: Sequence[Sequence[int]],
+    *,
+    seed: int,
+    per_hint: int = 4,
+    min_len: int = 8,
+    max_len: int | None = None,
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Round-0 supervision: each hint paired with itself and random contiguous windows of it.
 
     Args:
       hints: hint ids.
       seed: host seed of the windows.
-      per_hint: windows per hint (the first is the whole hint).
+      per_hint: windows per hint (the first is the whole hint, or its last ``max_len`` ids).
       min_len: the shortest window.
+      max_len: the longest window (default: the hint's length).
 
     Returns:
       ``(hints, prompts)`` lists of equal length ``len(hints) * per_hint``.
@@ -195,16 +204,66 @@ def seed_pairs(
     hs, ps = [], []
     for h in hints:
         h = list(map(int, h))
+        top = len(h) if max_len is None else min(len(h), max_len)
         for j in range(per_hint):
-            if j == 0 or len(h) <= min_len:
-                window = h
+            if j == 0 or top <= min_len:
+                window = h[len(h) - top :]
             else:
-                length = int(rng.integers(min_len, len(h) + 1))
+                length = int(rng.integers(min_len, top + 1))
                 start = int(rng.integers(0, len(h) - length + 1))
                 window = h[start : start + length]
             hs.append(h)
             ps.append(window)
     return hs, ps
+
+
+def init_prompter(
+    tokenizer: Any,
+    hints: Sequence[Sequence[int]],
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    steps: int = 150,
+    prompt_len: int = 32,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+) -> nnx.Module:
+    """A fresh small Llama-layout prompter fine-tuned on :func:`seed_pairs` of ``hints``.
+
+    Args:
+      tokenizer: the target's tokenizer (``vocab_size``, ``bos_id``, ``sep_id``, ``eos_id``,
+        ``pad_id``).
+      hints: hint ids of texts the target is known to have seen.
+      hidden, layers: the prompter's width and depth (4 heads).
+      steps: fine-tuning steps.
+      prompt_len: the longest prompt it will write (sets the sequence length).
+      learning_rate: AdamW peak step size.
+      seed: initialisation, window and batching seed.
+
+    Returns:
+      The round-0 prompter (a :class:`~jaxtrust.models.CausalLM`).
+    """
+    if not hints:
+        raise ValueError("hints is empty")
+    config = LMConfig.for_tokenizer(
+        tokenizer,
+        hidden_size=hidden,
+        intermediate_size=3 * hidden,
+        num_layers=layers,
+        num_heads=4,
+        num_kv_heads=2,
+        max_position_embeddings=256,
+    )
+    hs, ps = seed_pairs(hints, seed=seed, min_len=min(8, prompt_len), max_len=prompt_len)
+    seq_len = _bucket(max(len(h) for h in hints) + prompt_len + 3)
+    return finetune(
+        CausalLM(config, rngs=nnx.Rngs(seed + 5)),
+        sft_pool(tokenizer, hs, ps, seq_len=seq_len),
+        adamw_cosine(learning_rate, steps),
+        steps=steps,
+        batch_size=min(64, len(hs)),
+        seed=seed,
+    ).model
 
 
 def respond(

@@ -20,12 +20,12 @@ GCG gets the wall time MemHunter used, and in plug-in mode starts from MemHunter
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 from jaxtrust.eval.stats import claim_count, mean_se
 from jaxtrust.experiments.registry import (
@@ -36,15 +36,13 @@ from jaxtrust.experiments.registry import (
     pyplot,
     register,
 )
-from jaxtrust.models import CausalLM
 from jaxtrust.privacy.memhunter.dataset_inference import dataset_inference
 from jaxtrust.privacy.memhunter.gcg import gcg_search
 from jaxtrust.privacy.memhunter.prompter import (
     PrompterConfig,
     continuation_scores,
+    init_prompter,
     memhunter_scores,
-    seed_pairs,
-    sft_pool,
     train_prompter,
 )
 from jaxtrust.privacy.memhunter.testing import dataset_test
@@ -58,7 +56,6 @@ from jaxtrust.privacy.memhunter.world import (
     training_pool,
 )
 from jaxtrust.privacy.mia.lm import lm_features, lm_membership_scores, token_statistics
-from jaxtrust.training import adamw_cosine, finetune
 
 METHODS = ("memhunter", "prefix", "loss", "zlib", "min_k", "min_k_pp", "dataset_inference", "gcg")
 SETTINGS = {  # the validation-chosen knob of each method (equal candidate budget: <= 3)
@@ -168,7 +165,19 @@ PRESETS = {
         gcg_reference_len=8,
         gcg_eval_every=1,
     ),
-    "quick": MemHunterExperimentConfig(),
+    "quick": MemHunterExperimentConfig(
+        world=WorldConfig(background=400, dataset_size=24, nonmember_pool=80, reference=80),
+        targets=(("llama", 64, 2), ("llama", 32, 2), ("gpt_neox", 64, 2)),
+        target_steps=300,
+        prompter=PrompterConfig(
+            rounds=2, steps_per_round=40, batch_size=64, units="words", keep_threshold=0.3
+        ),
+        aux_passages=64,
+        n_samples=(5, 10, 20),
+        trials=200,
+        gcg_samples=24,
+        gcg_steps=12,
+    ),
     "full": MemHunterExperimentConfig(
         world=WorldConfig(background=3000, dataset_size=40, nonmember_pool=200, reference=200),
         targets=(("llama", 192, 6), ("llama", 96, 3), ("gpt_neox", 192, 6), ("gpt_neox", 96, 3)),
@@ -350,23 +359,16 @@ def _at_time(curve, budget) -> float:
 
 # ----------------------------------------------------------------------------- one seed
 def _prompter_init(config, world, seed):
-    aux = world.background[: config.aux_passages]
-    hints, _ = encode_split(aux, config.world)
-    hs, ps = seed_pairs(hints, seed=seed)
-    pc = config.prompter
-    spec = TargetSpec("llama", config.prompter_hidden, config.prompter_layers)
-    model = CausalLM(spec.lm_config(), rngs=nnx.Rngs(seed + 5))
-    pool = sft_pool(
-        TOKENIZER, hs, ps, seq_len=-(-(config.world.hint_bytes + pc.prompt_len + 3) // 8) * 8
-    )
-    return finetune(
-        model,
-        pool,
-        adamw_cosine(3e-3, config.prompter_init_steps),
+    hints, _ = encode_split(world.background[: config.aux_passages], config.world)
+    return init_prompter(
+        TOKENIZER,
+        hints,
+        hidden=config.prompter_hidden,
+        layers=config.prompter_layers,
         steps=config.prompter_init_steps,
-        batch_size=min(64, len(hs)),
+        prompt_len=config.prompter.prompt_len,
         seed=seed,
-    ).model
+    )
 
 
 def _run_seed(config, seed, ctx, stages) -> dict[str, Any]:
@@ -534,6 +536,10 @@ def _run_seed(config, seed, ctx, stages) -> dict[str, Any]:
     return out
 
 
+def _plain(x):
+    return x.tolist() if hasattr(x, "tolist") else str(x)
+
+
 def _summary_value(values):
     vals = [v for v in values if v is not None]
     if not vals:
@@ -553,7 +559,15 @@ def run(config: MemHunterExperimentConfig, ctx: RunContext) -> ExperimentResult:
     plt = pyplot()
     stages: dict[str, float] = {}
     seeds = [ctx.seed + i for i in range(config.num_seeds)]
-    per_seed = [_run_seed(config, s, ctx, stages) for s in seeds]
+    per_seed = []
+    for s in seeds:
+        per_seed.append(_run_seed(config, s, ctx, stages))
+        # A long run killed later keeps every finished seed (written atomically).
+        tmp = ctx.out_dir / f"seed_{s}.json.tmp"
+        tmp.write_text(
+            json.dumps({"row": per_seed[-1], "stages": stages}, indent=1, default=_plain)
+        )
+        tmp.replace(ctx.out_dir / f"seed_{s}.json")
     main = TargetSpec(*config.targets[0]).name
     names = [TargetSpec(*t).name for t in config.targets]
 
