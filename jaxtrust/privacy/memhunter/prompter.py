@@ -286,8 +286,6 @@ def respond(
     if n == 0:
         raise ValueError("prompts is empty")
     padded = list(prompts) + [prompts[-1]] * (-n % batch_size)
-    if len(padded) == batch_size:
-        padded = padded + [prompts[-1]] * batch_size  # two chunks: the bucketed code path
     out = generate_responses(
         model,
         tokenizer,
