@@ -168,7 +168,9 @@ PRESETS = {
     "quick": MemHunterExperimentConfig(
         world=WorldConfig(background=400, dataset_size=24, nonmember_pool=80, reference=80),
         targets=(("llama", 64, 2), ("llama", 32, 2), ("gpt_neox", 64, 2)),
-        target_steps=300,
+        # 300 steps of the 64x2 Llama on a similar world gave a clear loss gap on 16x members
+        # but no verbatim extraction; twice that is still ~1 min per model on a free 2-core CPU.
+        target_steps=600,
         prompter=PrompterConfig(
             rounds=2, steps_per_round=40, batch_size=64, units="words", keep_threshold=0.3
         ),
