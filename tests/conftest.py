@@ -43,6 +43,8 @@ RUNTIME_CHECKED = (
     "jaxtrust.privacy.mia",
     "jaxtrust.unlearning",
     "jaxtrust.multimodal.shape",
+    "jaxtrust.privacy.memhunter",
+    "jaxtrust.data.stdlib_text",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook

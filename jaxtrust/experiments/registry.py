@@ -26,6 +26,7 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "mape": "jaxtrust.unlearning.mape.reproduce",
     "rsu": "jaxtrust.unlearning.rsu.reproduce",
     "shape": "jaxtrust.multimodal.shape.reproduce",
+    "memhunter": "jaxtrust.privacy.memhunter.reproduce",
 }
 
 PRESETS = ("quick", "full")

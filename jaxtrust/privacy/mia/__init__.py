@@ -2,6 +2,8 @@
 
 * :mod:`~jaxtrust.privacy.mia.scores` — loss, confidence, entropy, modified-entropy and
   logit-scaled-confidence scores from logits; :func:`predict_logits` of a model over an array.
+* :mod:`~jaxtrust.privacy.mia.lm` — sequence-level LM scores (loss, zlib, Min-K%, Min-K%++) and
+  the Dataset-Inference feature matrix.
 * :mod:`~jaxtrust.privacy.mia.metrics` — ROC, AUC and TPR at 0.1 % / 1 % FPR.
 * :mod:`~jaxtrust.privacy.mia.svc` — the unlearning literature's SVC MIA-efficacy (SalUn).
 * :mod:`~jaxtrust.privacy.mia.lira` — LiRA online/offline, shadow models trained as one
@@ -19,6 +21,13 @@ from jaxtrust.privacy.mia.lira import (
     stacked_logits,
     train_shadow_models,
 )
+from jaxtrust.privacy.mia.lm import (
+    LM_SCORES,
+    TokenStats,
+    lm_features,
+    lm_membership_scores,
+    token_statistics,
+)
 from jaxtrust.privacy.mia.metrics import ROCMetrics, roc_metrics, tpr_at_fpr
 from jaxtrust.privacy.mia.scores import (
     SCORES,
@@ -29,6 +38,11 @@ from jaxtrust.privacy.mia.scores import (
 from jaxtrust.privacy.mia.svc import SVCMIAResult, svc_mia_efficacy, svc_mia_from_logits
 
 __all__ = [
+    "LM_SCORES",
+    "TokenStats",
+    "lm_features",
+    "lm_membership_scores",
+    "token_statistics",
     "ROCMetrics",
     "SCORES",
     "SVCMIAResult",
