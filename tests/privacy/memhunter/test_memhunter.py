@@ -34,6 +34,7 @@ def _tiny(arch="llama", seed=0):
     return CausalLM(TargetSpec(arch, 32, 1).lm_config(), rngs=nnx.Rngs(seed))
 
 
+@pytest.mark.slow
 def test_tokenizer_mismatch_and_empty_dataset_errors(own_error_messages):
     model = _tiny()
     with pytest.raises(ValueError, match="tokenizer mismatch"):
@@ -55,6 +56,7 @@ def test_tokenizer_mismatch_and_empty_dataset_errors(own_error_messages):
         PrompterConfig(keep_threshold=1.5)
 
 
+@pytest.mark.slow
 def test_gcg_never_increases_the_reference_loss():
     model = _tiny("gpt_neox")
     rng = np.random.default_rng(0)
