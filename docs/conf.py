@@ -31,6 +31,8 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax served from the built site, so pages read offline (no CDN).
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
 ]
 

@@ -89,8 +89,7 @@ def trained(model, batch, steps, lr):
 
 config = LMConfig.tiny(vocab_size=48, max_position_embeddings=16)
 aligned = trained(CausalLM(config, rngs=nnx.Rngs(0)), align, ALIGN_STEPS, 3e-3)
-graphdef, state = nnx.split(aligned)
-attacked = trained(nnx.merge(graphdef, state), harmful_ft, ATTACK_STEPS, 1e-3)
+attacked = trained(nnx.clone(aligned), harmful_ft, ATTACK_STEPS, 1e-3)
 for name, m in (("aligned", aligned), ("attacked", attacked)):
     print(
         f"{name:>9}: refusal loss {float(loss_fn(m, refusal_heldout)):.3f}, "

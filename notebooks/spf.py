@@ -107,8 +107,7 @@ print(
 
 # %%
 def finetune(use_spf):
-    graphdef, state = nnx.split(aligned)
-    model = nnx.merge(graphdef, state)  # a copy of the aligned model
+    model = nnx.clone(aligned)  # a copy: nnx.merge of a split would share its variables
     tx = optax.adamw(1e-3)
     if use_spf:
         tx = optax.chain(spf(rank=2, exclude="embed|lm_head"), tx)
