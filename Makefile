@@ -99,12 +99,13 @@ bench: $(STAMP)
 # are errors; nothing is fetched. Notebooks are rendered as saved; `make docs-executed` runs them
 # first in smoke mode (minutes: each notebook trains small models) so their plots appear.
 DOCS_OUT ?= docs/_build/html
+NOTEBOOKS ?=
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
 	@echo "docs: open $(DOCS_OUT)/index.html"
 
 docs-executed: $(STAMP)
-	JAXTRUST_DOCS_EXECUTE=cache $(PY) -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
+	JAXTRUST_DOCS_EXECUTE=cache JAXTRUST_DOCS_NOTEBOOKS=$(NOTEBOOKS) $(PY) -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
 	@echo "docs: open $(DOCS_OUT)/index.html"
 
 info: $(STAMP)

@@ -3,7 +3,8 @@
 Built by ``make docs`` (``sphinx-build -W``, offline). Notebooks are rendered from their paired
 ``.ipynb`` (copied from ``notebooks/``) without execution unless ``JAXTRUST_DOCS_EXECUTE`` is set
 to a myst-nb execution mode (``cache``, ``force``); executed notebooks run in smoke mode
-(``JAXTRUST_SMOKE=1``), as the test suite runs them.
+(``JAXTRUST_SMOKE=1``), as the test suite runs them, and ``JAXTRUST_DOCS_NOTEBOOKS`` (comma
+separated names) limits execution to some of them.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ nb_execution_mode = os.environ.get("JAXTRUST_DOCS_EXECUTE", "off")
 nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+# JAXTRUST_DOCS_NOTEBOOKS="spf,rsu" executes only those notebooks (the others are rendered).
+_only = [n for n in os.environ.get("JAXTRUST_DOCS_NOTEBOOKS", "").split(",") if n]
+if _only:
+    nb_execution_excludepatterns = [
+        f"notebooks/{p.stem}.ipynb"
+        for p in (ROOT / "notebooks").glob("*.ipynb")
+        if p.stem not in _only
+    ]
 if nb_execution_mode != "off":
     os.environ.setdefault("JAXTRUST_SMOKE", "1")
     os.environ["XLA_FLAGS"] = ""
