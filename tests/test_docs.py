@@ -70,9 +70,14 @@ def test_docs_build_without_warnings(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-4000:]
     html = (tmp_path / "html" / "papers" / "spf.html").read_text()
-    assert "jaxtrust reproduce spf" in html
-    assert "{math}" not in html and ".. math" not in html  # no raw directive text
-    assert (tmp_path / "html" / "api" / "spf.html").exists()
+    text = re.sub(r"<[^>]+>", "", html)
+    assert "jaxtrust reproduce spf" in text
+    assert 'class="math' in html  # the math went to MathJax ...
+    assert "mathjax" in html.lower() and "cdn.jsdelivr" not in html  # ... served locally
+    for raw in ("{math}", ".. math", "{func}", ":func:", "{doc}", "```"):
+        assert raw not in text, f"raw markup {raw!r} on the SPF page"
+    api = re.sub(r"<[^>]+>", "", (tmp_path / "html" / "api" / "spf.html").read_text())
+    assert "Parameters" in api and "Returns" in api  # napoleon turned Args / Returns into fields
 
 
 def python_blocks(page: Path) -> str:
