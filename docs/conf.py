@@ -40,6 +40,9 @@ extensions = [
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "README.md"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
+# The bundled MathJax 3 (sphinx-mathjax-offline copies it into _static/mathjax).
+mathjax_path = "mathjax/tex-chtml.js"
+
 html_theme = "alabaster"
 html_title = "jaxtrust"
 html_static_path: list[str] = []
