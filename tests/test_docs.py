@@ -66,7 +66,7 @@ def test_docs_build_without_warnings(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=1800,  # ~25 s of CPU; wall time on a shared machine is many times that
     )
     assert out.returncode == 0, out.stderr[-4000:]
     html = (tmp_path / "html" / "papers" / "spf.html").read_text()
