@@ -117,7 +117,7 @@ def test_guide_code_runs(tmp_path):
         text=True,
         env=env,
         cwd=tmp_path,
-        timeout=900,
+        timeout=1800,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     failures = json.loads(out.stdout.strip().splitlines()[-1])
