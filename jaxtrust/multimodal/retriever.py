@@ -4,6 +4,7 @@
 * Image tower: a :class:`~jaxtrust.models.ViT` whose head is the projection to the joint
   space (``num_classes = embed_dim``).
 * Text tower, one of
+
   - ``"word"``: an in-house :class:`~jaxtrust.models.TextClassifier` over word ids (mean-pooled
     encoder, linear head = projection), trained from scratch;
   - ``"minilm"``: the real ``all-MiniLM-L6-v2`` sentence encoder (:class:`~jaxtrust.models.

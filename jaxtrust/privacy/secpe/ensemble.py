@@ -293,7 +293,7 @@ def prompt_scores(
 
 def verbalizer_weights(model, ensemble: PromptEnsemble) -> Float[np.ndarray, "k dim"]:
     """The verbalizer as a linear map of the final-normed answer hidden state ``h``:
-    ``s_c = W_c . h`` with ``W_c = mean_{w in words(c)} E_w`` (tied embedding rows, or LM-head
+    ``s_c = W_c^T h`` with ``W_c = mean_{w in words(c)} E_w`` (tied embedding rows, or LM-head
     columns). Exact for ``score="logit"``; this is the layer the encrypted verbalizer computes."""
     check_model(model, ensemble)
     if model.lm_head is None:

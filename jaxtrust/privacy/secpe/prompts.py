@@ -119,8 +119,9 @@ class Verbalizer:
 # ---------------------------------------------------------------------------- prompts
 @dataclasses.dataclass(frozen=True)
 class EncodedTexts:
-    """Input texts as token ids, shared by every prompt: ``ids [n, T]`` (padded), ``lengths
-    [n]``."""
+    """Input texts as token ids, shared by every prompt.
+
+    ``ids [n, T]`` (padded) and ``lengths [n]``."""
 
     ids: np.ndarray
     lengths: np.ndarray

@@ -67,8 +67,8 @@ class ActivationRecord:
     Attributes:
       rows: site -> ``[layers, rows, dim]`` float32, the same random subset of real tokens at
         every layer and site.
-      absmax: site -> ``[layers, dim]`` per-channel max |x| over all real tokens.
-      quantiles: site -> ``[layers, len(levels)]`` quantiles of |x| over all real entries.
+      absmax: site -> ``[layers, dim]`` per-channel max ``|x|`` over all real tokens.
+      quantiles: site -> ``[layers, len(levels)]`` quantiles of ``|x|`` over all real entries.
       levels: the quantile levels.
     """
 
@@ -96,7 +96,7 @@ def record_activations(
       tokens: ``[batch, seq]`` int calibration tokens; attention_mask: ``[batch, seq]`` bool.
       sites: which sites (``jaxtrust.safety.actapprox.SITES``).
       max_rows: size of the token subsample kept per layer and site.
-      levels: quantile levels of |x| to compute over all real entries (TEAL/CATS thresholds);
+      levels: quantile levels of ``|x|`` to compute over all real entries (TEAL/CATS thresholds);
         beyond ``max_quantile_entries`` entries per layer and site, over a uniform subsample
         of that size (quantile error ~1e-3 in probability).
       seed: seed of the token subsample.
@@ -248,7 +248,7 @@ def calibrate(
 ) -> tuple[Technique, ...]:
     """Fill the data-dependent parts of ``techniques`` from calibration text on the exact model.
 
-    TEAL/CATS: the ``sparsity``-quantile of |x| per layer (and site) over all real calibration
+    TEAL/CATS: the ``sparsity``-quantile of ``|x|`` per layer (and site) over all real calibration
     entries. SmoothQuant: ``s = max|X|^alpha / max|W|^(1 - alpha)`` per layer and channel.
     OmniQuant: LET scales/shifts and clipping fitted per layer (see
     :mod:`~jaxtrust.safety.actapprox.quantization`). Other techniques are returned unchanged.
