@@ -57,6 +57,7 @@ from jaxtrust.models.hooks import apply_activation
 from jaxtrust.models.layers import Linear
 from jaxtrust.models.transformer import CausalLM
 from jaxtrust.models.vit import ViT, ViTConfig
+from jaxtrust.multimodal.retriever import bucket_rows
 from jaxtrust.training.losses import lm_loss
 
 __all__ = [
@@ -308,7 +309,7 @@ def image_features(
     if len(images) == 0:
         raise ValueError("images is empty")
     graphdef, state = nnx.split(model)
-    rows = min(batch_size, len(images))
+    rows = min(batch_size, bucket_rows(len(images)))
     out = []
     for lo in range(0, len(images), rows):
         chunk = images[lo : lo + rows]
@@ -369,7 +370,7 @@ def answer(
     eos, pad = special_ids(tokenizer)
     prompts = [encode_prompt(tokenizer, q) for q in questions]
     width = -(-max(len(p) for p in prompts) // 8) * 8
-    rows = min(batch_size, n)
+    rows = min(batch_size, bucket_rows(n))
     graphdef, state = nnx.split(model)
     p_tokens = visual.shape[1] * model.tokens_per_image
     texts: list[str] = []

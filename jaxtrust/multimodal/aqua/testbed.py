@@ -24,10 +24,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -53,6 +57,7 @@ from jaxtrust.multimodal.vlm import (
 )
 from jaxtrust.multimodal.world import Card, SceneWorld
 from jaxtrust.training import adamw_cosine, finetune
+from jaxtrust.training.checkpoint import load_pytree, save_pytree
 from jaxtrust.training.recipes import freeze
 
 __all__ = [
@@ -60,6 +65,8 @@ __all__ = [
     "Substrate",
     "SubstrateConfig",
     "build_substrate",
+    "cached_substrate",
+    "model_configs",
     "knowledge_base",
     "ordinary_queries",
     "subset_system",
@@ -92,16 +99,16 @@ class SubstrateConfig:
     lm_dim: int = 64
     lm_layers: int = 2
     lm_heads: int = 4
-    pool: int = 1
+    pool: int = 2
     embed_dim: int = 64
-    pretrain_items: int = 1200
+    pretrain_items: int = 1500
     card_fraction: float = 0.35
     texts_per_item: int = 4
     questions_per_item: int = 6
-    retriever_steps: int = 600
+    retriever_steps: int = 1500
     retriever_batch: int = 64
     retriever_lr: float = 1e-3
-    vlm_steps: int = 1200
+    vlm_steps: int = 1500
     vlm_batch: int = 64
     vlm_lr: float = 3e-3
     k: int = 3
@@ -130,33 +137,11 @@ def _retriever_texts(world: SceneWorld, item, rng: np.random.Generator, n: int) 
     return texts + [qs[int(i)] for i in picks]
 
 
-def build_substrate(world: SceneWorld, config: SubstrateConfig, *, seed: int, log=None):
-    """Pretrain the retriever and then the generator on a broad sample of ``world``.
-
-    Returns:
-      A :class:`Substrate`.
-    """
-    log = log or (lambda msg: None)
+def model_configs(world: SceneWorld, config: SubstrateConfig) -> tuple[RetrieverConfig, VLMConfig]:
+    """The retriever's and the generator's architectures for ``world``'s images and words."""
     c = config
     tok = world.tokenizer
     size = world.config.image_size
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-    items = world.items(c.pretrain_items, seed=seed + 101, card_fraction=c.card_fraction)
-    images = (world.render_items(items, seed=seed + 101) * 255).round().astype(np.uint8)
-    rng = np.random.default_rng([seed, 5])
-    rows, texts = [], []
-    for i, it in enumerate(items):
-        for t in _retriever_texts(world, it, rng, c.texts_per_item):
-            rows.append(i)
-            texts.append(t)
-    rows = np.asarray(rows)
-    pool = {
-        "images": images[rows],
-        **tokenize_texts(tok, texts, max_len=c.max_query_len),
-        "groups": rows.astype(np.int32),
-    }
-    seconds["pretrain_data"] = time.perf_counter() - clock
     enc = EncoderConfig(
         dim=c.vit_dim, num_layers=c.vit_layers, num_heads=c.vit_heads, mlp_dim=2 * c.vit_dim
     )
@@ -174,6 +159,46 @@ def build_substrate(world: SceneWorld, config: SubstrateConfig, *, seed: int, lo
         embed_dim=c.embed_dim,
         loss="clip",
     )
+    lm = LMConfig.for_tokenizer(
+        tok,
+        hidden_size=c.lm_dim,
+        intermediate_size=2 * c.lm_dim,
+        num_layers=c.lm_layers,
+        num_heads=c.lm_heads,
+        num_kv_heads=c.lm_heads,
+        max_position_embeddings=c.k * (1 + (size // c.patch // c.pool) ** 2) + c.seq_len + 8,
+    )
+    vcfg = VLMConfig(vision=dataclasses.replace(vit, num_classes=0), lm=lm, pool=c.pool)
+    return rcfg, vcfg
+
+
+def build_substrate(world: SceneWorld, config: SubstrateConfig, *, seed: int, log=None):
+    """Pretrain the retriever and then the generator on a broad sample of ``world``.
+
+    Returns:
+      A :class:`Substrate`.
+    """
+    log = log or (lambda msg: None)
+    c = config
+    tok = world.tokenizer
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    items = world.items(c.pretrain_items, seed=seed + 101, card_fraction=c.card_fraction)
+    images = (world.render_items(items, seed=seed + 101) * 255).round().astype(np.uint8)
+    rng = np.random.default_rng([seed, 5])
+    rows, texts = [], []
+    for i, it in enumerate(items):
+        for t in _retriever_texts(world, it, rng, c.texts_per_item):
+            rows.append(i)
+            texts.append(t)
+    rows = np.asarray(rows)
+    pool = {
+        "images": images[rows],
+        **tokenize_texts(tok, texts, max_len=c.max_query_len),
+        "groups": rows.astype(np.int32),
+    }
+    seconds["pretrain_data"] = time.perf_counter() - clock
+    rcfg, vcfg = model_configs(world, c)
     clock = time.perf_counter()
     result = train_retriever(
         Retriever(rcfg, rngs=nnx.Rngs(seed)),
@@ -193,16 +218,6 @@ def build_substrate(world: SceneWorld, config: SubstrateConfig, *, seed: int, lo
 
     # generator: vision tower = the retriever's image tower (frozen), features once
     clock = time.perf_counter()
-    lm = LMConfig.for_tokenizer(
-        tok,
-        hidden_size=c.lm_dim,
-        intermediate_size=2 * c.lm_dim,
-        num_layers=c.lm_layers,
-        num_heads=c.lm_heads,
-        num_kv_heads=c.lm_heads,
-        max_position_embeddings=c.k * (1 + (size // c.patch // c.pool) ** 2) + c.seq_len + 8,
-    )
-    vcfg = VLMConfig(vision=dataclasses.replace(vit, num_classes=0), lm=lm, pool=c.pool)
     vision = nnx.clone(retriever.image_tower)
     generator = VisionLanguageModel(vcfg, rngs=nnx.Rngs(seed + 1), vision=vision)
     feats = image_features(generator, images).astype(np.float16)
@@ -247,6 +262,46 @@ def build_substrate(world: SceneWorld, config: SubstrateConfig, *, seed: int, lo
     )
     curves = {"retriever_loss": result.losses, "generator_loss": gres.losses}
     return Substrate(retriever, gres.model, tok, c, curves, seconds)
+
+
+def cached_substrate(
+    world: SceneWorld, config: SubstrateConfig, *, seed: int, directory, log=None
+) -> Substrate:
+    """:func:`build_substrate`, saved to (and on later calls read from) ``directory`` with
+    orbax, so an interrupted reproduction resumes without retraining."""
+    directory = Path(directory)
+    info = directory / "info.json"
+    tag = json.dumps(
+        [dataclasses.asdict(config), dataclasses.asdict(world.config), world.seed, seed],
+        sort_keys=True,
+    )
+    if info.exists() and json.loads(info.read_text()).get("tag") == tag:
+        rcfg, vcfg = model_configs(world, config)
+        retriever = Retriever(rcfg, rngs=nnx.Rngs(0))
+        generator = VisionLanguageModel(vcfg, rngs=nnx.Rngs(0))
+        for name, model in (("retriever", retriever), ("generator", generator)):
+            state = load_pytree(directory / name, nnx.state(model))
+            nnx.update(model, jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), state))
+        saved = json.loads(info.read_text())
+        if log:
+            log(f"substrate loaded from {directory}")
+        return Substrate(
+            retriever, generator, world.tokenizer, config, saved["curves"], saved["seconds"]
+        )
+    sub = build_substrate(world, config, seed=seed, log=log)
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_pytree(tmp / "retriever", nnx.state(sub.retriever))
+    save_pytree(tmp / "generator", nnx.state(sub.generator))
+    (tmp / "info.json").write_text(
+        json.dumps({"tag": tag, "curves": sub.curves, "seconds": sub.seconds})
+    )
+    tmp.rename(directory)
+    return sub
 
 
 class KnowledgeBase(NamedTuple):
