@@ -87,25 +87,25 @@ class AquaConfig:
     num_seeds: int = 3
     substrate_per_seed: bool = False
     methods: tuple[str, ...] = METHODS
-    kb_items: int = 500
-    kb_size: int = 300
-    clean_systems: int = 6
+    kb_items: int = 400
+    kb_size: int = 250
+    clean_systems: int = 5
     watermarks_per_audit: int = 3
     copies: int = 1
-    audits: int = 10
-    adversarial_audits: int = 3
-    calibration_keys: int = 30
-    fpr_trials: int = 100
+    audits: int = 8
+    adversarial_audits: int = 2
+    calibration_keys: int = 20
+    fpr_trials: int = 70
     alpha: float = 0.01
     high_detection: float = 0.9
-    ordinary: int = 256
-    adversarial_steps: int = 150
+    ordinary: int = 200
+    adversarial_steps: int = 80
     adversarial_epsilon: float = 0.125
     adversarial_lr: float = 0.05
     transforms: tuple[str, ...] = TRANSFORM_NAMES
     robust_methods: tuple[str, ...] = ("aqua_acronym", "aqua_spatial", "naive_canary")
-    robust_audits: int = 5
-    dilution_sizes: tuple[int, ...] = (100, 300, 500)
+    robust_audits: int = 3
+    dilution_sizes: tuple[int, ...] = (100, 250, 400)
     filter_reject_rate: float = 0.05
 
     def __post_init__(self):

@@ -101,14 +101,14 @@ class SubstrateConfig:
     lm_heads: int = 4
     pool: int = 2
     embed_dim: int = 64
-    pretrain_items: int = 1500
+    pretrain_items: int = 1200
     card_fraction: float = 0.35
     texts_per_item: int = 4
     questions_per_item: int = 6
-    retriever_steps: int = 1500
+    retriever_steps: int = 1000
     retriever_batch: int = 64
     retriever_lr: float = 1e-3
-    vlm_steps: int = 1500
+    vlm_steps: int = 1000
     vlm_batch: int = 64
     vlm_lr: float = 3e-3
     k: int = 3
