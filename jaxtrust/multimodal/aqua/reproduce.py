@@ -171,7 +171,16 @@ PRESETS = {
     ),
     "quick": AquaConfig(),
     "full": AquaConfig(
-        substrate=SubstrateConfig(pretrain_items=3000, retriever_steps=3000, vlm_steps=4000),
+        substrate=SubstrateConfig(
+            pretrain_items=3000,
+            retriever_steps=3000,
+            vlm_steps=2000,
+            vlm_batch=16,
+            vlm_lr=2e-4,
+            generator="smollm2",
+            seq_len=64,
+            max_new_tokens=8,
+        ),
         num_seeds=5,
         kb_items=1000,
         kb_size=600,
@@ -229,7 +238,7 @@ class _Maker:
                 self.sub.retriever,
                 self.sub.generator,
                 query_tokenizer=self.sub.tokenizer,
-                answer_tokenizer=self.sub.tokenizer,
+                answer_tokenizer=self.sub.generator_tokenizer,
                 base_image=base,
                 probes=wm.probes,
                 answer=wm.answer,
@@ -527,12 +536,22 @@ def run(config: AquaConfig, ctx: RunContext) -> ExperimentResult:
     cache = Path(ctx.out_dir) / "seeds"
     cache.mkdir(parents=True, exist_ok=True)
     tag = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+
+    def same_config(saved_tag: str) -> bool:
+        # a seed's results do not depend on how many seeds the run has
+        def strip(t):
+            d = json.loads(t)
+            d.pop("num_seeds", None)
+            return d
+
+        return strip(saved_tag) == strip(tag)
+
     rows = []
     for seed in seeds:
         path = cache / f"seed_{seed}.json"
         if path.exists():
             saved = json.loads(path.read_text())
-            if saved.get("config") == tag:
+            if same_config(saved.get("config", "{}")):
                 ctx.log(f"seed {seed}: loaded {path}")
                 rows.append(saved)
                 continue

