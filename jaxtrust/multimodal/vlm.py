@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jaxtyping import Array, ArrayLike, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, Real
 
 from jaxtrust.data.batching import collate
 from jaxtrust.eval.responses import special_ids
@@ -169,7 +169,7 @@ class VisionLanguageModel(nnx.Module):
     def image_embeds(
         self,
         *,
-        images: Float[ArrayLike, "b k h w 3"] | None = None,
+        images: Real[ArrayLike, "b k h w 3"] | None = None,
         features: Float[ArrayLike, "b k t dv"] | None = None,
     ) -> Float[Array, "b kt dim"]:
         """``[b, k * T, lm_dim]`` projected image tokens of ``k`` images per row."""
@@ -198,7 +198,7 @@ class VisionLanguageModel(nnx.Module):
         tokens: Int[ArrayLike, "b s"],
         attention_mask: Bool[ArrayLike, "b s"],
         *,
-        images: Float[ArrayLike, "b k h w 3"] | None = None,
+        images: Real[ArrayLike, "b k h w 3"] | None = None,
         features: Float[ArrayLike, "b k t dv"] | None = None,
         prompt_mask: Bool[ArrayLike, "b s"] | None = None,
     ) -> Float[Array, "b s vocab"]:
