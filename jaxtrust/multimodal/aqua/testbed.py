@@ -371,7 +371,7 @@ def knowledge_base(
     return KnowledgeBase(items, system, world.objects_in(items), acronyms)
 
 
-def subset_system(kb: KnowledgeBase, rows: Sequence[int]) -> RAGSystem:
+def subset_system(kb: KnowledgeBase, rows: Sequence[int] | np.ndarray) -> RAGSystem:
     """The service whose base is the items ``rows`` of ``kb`` (no re-embedding)."""
     rows = np.asarray(rows)
     s = kb.system
