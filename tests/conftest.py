@@ -42,7 +42,6 @@ RUNTIME_CHECKED = (
     "jaxtrust.data.vision",
     "jaxtrust.privacy.mia",
     "jaxtrust.unlearning",
-    "jaxtrust.multimodal",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook
