@@ -27,6 +27,7 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "rsu": "jaxtrust.unlearning.rsu.reproduce",
     "shape": "jaxtrust.multimodal.shape.reproduce",
     "memhunter": "jaxtrust.privacy.memhunter.reproduce",
+    "aqua": "jaxtrust.multimodal.aqua.reproduce",
 }
 
 PRESETS = ("quick", "full")

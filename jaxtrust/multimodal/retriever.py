@@ -61,6 +61,7 @@ __all__ = [
     "Retriever",
     "RetrieverConfig",
     "embed_images",
+    "bucket_rows",
     "embed_texts",
     "retriever_loss",
     "tokenize_texts",
@@ -270,6 +271,12 @@ def _chunks(n: int, batch_size: int):
     return range(0, n, batch_size)
 
 
+def bucket_rows(n: int) -> int:
+    """The padded row count of a batch of ``n`` rows: the next power of two (at least 8), so
+    batches of many sizes share a few compiled programs."""
+    return max(8, 1 << (int(n) - 1).bit_length())
+
+
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     if len(x) == rows:
         return x
@@ -289,7 +296,7 @@ def embed_images(model: Retriever, images: ArrayLike, *, batch_size: int = 256) 
     out = []
     for lo in _chunks(len(images), batch_size):
         chunk = images[lo : lo + batch_size]
-        full = _pad_rows(chunk, min(batch_size, len(images)))
+        full = _pad_rows(chunk, min(batch_size, bucket_rows(len(images))))
         out.append(np.asarray(_embed_images(graphdef, state, jnp.asarray(full)))[: len(chunk)])
     return np.concatenate(out)
 
@@ -310,7 +317,9 @@ def embed_texts(
     for lo in _chunks(n, batch_size):
         chunk = {k: v[lo : lo + batch_size] for k, v in arrays.items()}
         rows = len(next(iter(chunk.values())))
-        full = {k: jnp.asarray(_pad_rows(v, min(batch_size, n))) for k, v in chunk.items()}
+        full = {
+            k: jnp.asarray(_pad_rows(v, min(batch_size, bucket_rows(n)))) for k, v in chunk.items()
+        }
         out.append(np.asarray(_embed_texts(graphdef, state, full))[:rows])
     return np.concatenate(out)
 

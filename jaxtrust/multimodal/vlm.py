@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jaxtyping import Array, ArrayLike, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, Real
 
 from jaxtrust.data.batching import collate
 from jaxtrust.eval.responses import special_ids
@@ -57,6 +57,7 @@ from jaxtrust.models.hooks import apply_activation
 from jaxtrust.models.layers import Linear
 from jaxtrust.models.transformer import CausalLM
 from jaxtrust.models.vit import ViT, ViTConfig
+from jaxtrust.multimodal.retriever import bucket_rows
 from jaxtrust.training.losses import lm_loss
 
 __all__ = [
@@ -168,7 +169,7 @@ class VisionLanguageModel(nnx.Module):
     def image_embeds(
         self,
         *,
-        images: Float[ArrayLike, "b k h w 3"] | None = None,
+        images: Real[ArrayLike, "b k h w 3"] | None = None,
         features: Float[ArrayLike, "b k t dv"] | None = None,
     ) -> Float[Array, "b kt dim"]:
         """``[b, k * T, lm_dim]`` projected image tokens of ``k`` images per row."""
@@ -197,7 +198,7 @@ class VisionLanguageModel(nnx.Module):
         tokens: Int[ArrayLike, "b s"],
         attention_mask: Bool[ArrayLike, "b s"],
         *,
-        images: Float[ArrayLike, "b k h w 3"] | None = None,
+        images: Real[ArrayLike, "b k h w 3"] | None = None,
         features: Float[ArrayLike, "b k t dv"] | None = None,
         prompt_mask: Bool[ArrayLike, "b s"] | None = None,
     ) -> Float[Array, "b s vocab"]:
@@ -308,7 +309,7 @@ def image_features(
     if len(images) == 0:
         raise ValueError("images is empty")
     graphdef, state = nnx.split(model)
-    rows = min(batch_size, len(images))
+    rows = min(batch_size, bucket_rows(len(images)))
     out = []
     for lo in range(0, len(images), rows):
         chunk = images[lo : lo + rows]
@@ -369,7 +370,7 @@ def answer(
     eos, pad = special_ids(tokenizer)
     prompts = [encode_prompt(tokenizer, q) for q in questions]
     width = -(-max(len(p) for p in prompts) // 8) * 8
-    rows = min(batch_size, n)
+    rows = min(batch_size, bucket_rows(n))
     graphdef, state = nnx.split(model)
     p_tokens = visual.shape[1] * model.tokens_per_image
     texts: list[str] = []

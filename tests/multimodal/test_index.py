@@ -52,7 +52,7 @@ def test_sharded_search_on_8_devices_equals_one_device(n, k):
 
 def test_add_appends_rows_and_ids():
     index = build_index(np.eye(3, dtype=np.float32))
-    bigger = add(index, np.array([[0.0, 0.0, 2.0]], np.float32), ids=[99])
+    bigger = add(index, np.array([[0.0, 0.0, 2.0]], np.float32), ids=np.array([99]))
     assert bigger.size == 4 and index.size == 3
     assert search(bigger, np.array([[0.0, 0.0, 1.0]], np.float32), k=1).ids.tolist() == [[99]]
 

@@ -49,7 +49,9 @@ def retrieval_rank(retrieved: Int[np.ndarray, "q k"], watermark_ids) -> float:
     return float(ranks.mean())
 
 
-def conditional_success(hits: Sequence[bool], successes: Sequence[bool]) -> float:
+def conditional_success(
+    hits: Sequence[bool] | np.ndarray, successes: Sequence[bool] | np.ndarray
+) -> float:
     """Success rate among probes whose watermark was retrieved (NaN if none was)."""
     hits = np.asarray(hits, bool)
     successes = np.asarray(successes, bool)
@@ -85,7 +87,9 @@ def knn_outlier_scores(
     return 1.0 - top.mean(axis=1)
 
 
-def auroc(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> float:
+def auroc(
+    positive_scores: Sequence[float] | np.ndarray, negative_scores: Sequence[float] | np.ndarray
+) -> float:
     """Area under the ROC curve of scores that should be higher for positives
     (Mann-Whitney U / (n_pos n_neg), ties counted half)."""
     pos = np.asarray(positive_scores, np.float64)

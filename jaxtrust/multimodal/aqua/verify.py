@@ -143,7 +143,9 @@ def verify(successes: int, trials: int, *, p0: float, alpha: float = 0.01) -> Ve
     return Verification(int(successes), int(trials), float(p0), float(p), bool(p < alpha))
 
 
-def empirical_fpr(p_values: Sequence[float], *, alpha: float = 0.01) -> tuple[float, int]:
+def empirical_fpr(
+    p_values: Sequence[float] | np.ndarray, *, alpha: float = 0.01
+) -> tuple[float, int]:
     """``(fraction of clean trials with p < alpha, number of trials)``."""
     p = np.asarray(p_values, np.float64)
     if p.size == 0:
@@ -151,7 +153,9 @@ def empirical_fpr(p_values: Sequence[float], *, alpha: float = 0.01) -> tuple[fl
     return float(np.mean(p < alpha)), int(p.size)
 
 
-def welch_pvalue(clean_rates: Sequence[float], watermarked_rates: Sequence[float]) -> float:
+def welch_pvalue(
+    clean_rates: Sequence[float] | np.ndarray, watermarked_rates: Sequence[float] | np.ndarray
+) -> float:
     """AQUA's ``pvalue.py`` statistic: Welch's two-sample t-test of per-watermark success rates
     (two-sided, as scipy's ``ttest_ind(equal_var=False)``). NaN with fewer than two rates per
     group, which is what the released script's dropped-file bug leaves by default."""
