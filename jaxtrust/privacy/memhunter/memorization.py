@@ -71,7 +71,9 @@ class MemorizationScores(NamedTuple):
     reference_length: Int[np.ndarray, " n"]
 
 
-def _padded(seqs: Sequence[Sequence[int]], fill: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _padded(
+    seqs: Sequence[Sequence[int | np.integer]], fill: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(seqs, str) or not isinstance(seqs, Sequence | np.ndarray):
         raise TypeError(f"{name} must be a sequence of token-id sequences")
     lengths = np.array([len(s) for s in seqs], np.int64)
@@ -86,7 +88,7 @@ def _padded(seqs: Sequence[Sequence[int]], fill: int, name: str) -> tuple[np.nda
 
 
 def memorization_scores(
-    outputs: Sequence[Sequence[int]], references: Sequence[Sequence[int]]
+    outputs: Sequence[Sequence[int | np.integer]], references: Sequence[Sequence[int | np.integer]]
 ) -> MemorizationScores:
     """LCS, longest common substring and ROUGE-L of each output against its reference.
 

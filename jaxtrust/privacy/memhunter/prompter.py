@@ -153,8 +153,8 @@ def check_tokenizers(
 
 def sft_pool(
     tokenizer: Any,
-    hints: Sequence[Sequence[int]],
-    prompts: Sequence[Sequence[int]],
+    hints: Sequence[Sequence[int | np.integer]],
+    prompts: Sequence[Sequence[int | np.integer]],
     *,
     seq_len: int | None = None,
 ) -> dict[str, np.ndarray]:
@@ -179,7 +179,7 @@ def sft_pool(
 
 
 def seed_pairs(
-    hints: Sequence[Sequence[int]],
+    hints: Sequence[Sequence[int | np.integer]],
     *,
     seed: int,
     per_hint: int = 4,
@@ -219,7 +219,7 @@ def seed_pairs(
 
 def init_prompter(
     tokenizer: Any,
-    hints: Sequence[Sequence[int]],
+    hints: Sequence[Sequence[int | np.integer]],
     *,
     hidden: int = 64,
     layers: int = 2,
@@ -269,7 +269,7 @@ def init_prompter(
 def respond(
     model: nnx.Module,
     tokenizer: Any,
-    prompts: Sequence[Sequence[int]],
+    prompts: Sequence[Sequence[int | np.integer]],
     *,
     max_new_tokens: int,
     batch_size: int,
@@ -308,7 +308,7 @@ def _bucket(n: int) -> int:
 def sample_prompts(
     prompter: nnx.Module,
     tokenizer: Any,
-    hints: Sequence[Sequence[int]],
+    hints: Sequence[Sequence[int | np.integer]],
     *,
     num: int,
     key: jax.Array,
@@ -345,8 +345,8 @@ def sample_prompts(
 def continuation_scores(
     target: nnx.Module,
     tokenizer: Any,
-    prompts: Sequence[Sequence[int]],
-    references: Sequence[Sequence[int]],
+    prompts: Sequence[Sequence[int | np.integer]],
+    references: Sequence[Sequence[int | np.integer]],
     *,
     continuation_len: int,
     prompt_len: int,
@@ -407,8 +407,8 @@ def memhunter_scores(
     target: nnx.Module,
     prompter_tokenizer: Any,
     target_tokenizer: Any,
-    hints: Sequence[Sequence[int]],
-    references: Sequence[Sequence[int]],
+    hints: Sequence[Sequence[int | np.integer]],
+    references: Sequence[Sequence[int | np.integer]],
     *,
     num_prompts: int,
     key: jax.Array,
@@ -498,8 +498,8 @@ def train_prompter(
     target: nnx.Module,
     prompter_tokenizer: Any,
     target_tokenizer: Any,
-    hints: Sequence[Sequence[int]],
-    references: Sequence[Sequence[int]],
+    hints: Sequence[Sequence[int | np.integer]],
+    references: Sequence[Sequence[int | np.integer]],
     config: PrompterConfig,
     *,
     seed: int,
