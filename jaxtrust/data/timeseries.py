@@ -179,7 +179,7 @@ def synthetic_series(kind: str, length: int, *, seed: int) -> Float[np.ndarray, 
     * ``ar``: a stationary AR(p), :math:`x_t = \sum_{i \le p} \phi_i x_{t-i} + \epsilon_t`,
       p in 1..3 with roots outside the unit circle.
     * ``gp``: KernelSynth, one draw of a GP whose kernel is a random sum/product of RBF,
-      periodic, linear, rational-quadratic and white kernels (lengths up to 512).
+      periodic, linear, rational-quadratic and white kernels (drawn on at most 256 grid points, interpolated).
 
     Args:
       kind: one of :data:`SYNTHETIC_KINDS`.
@@ -220,12 +220,12 @@ def synthetic_series(kind: str, length: int, *, seed: int) -> Float[np.ndarray, 
         for i in range(p, length + 50):
             x[i] = phi @ x[i - p : i][::-1] + eps[i]
         return x[50:]
-    # gp: draw on a grid of at most 512 points and interpolate, to bound the O(n^3) Cholesky.
-    n = min(length, 512)
+    # gp: draw on a grid of at most 256 points and interpolate, to bound the O(n^3) Cholesky.
+    n = min(length, 256)
     grid = np.linspace(0, 1, n)
-    k = _gp_kernel(grid, rng) + 1e-6 * np.eye(n)
-    w, v = np.linalg.eigh(k)
-    draw = v @ (np.sqrt(np.clip(w, 0, None)) * rng.standard_normal(n))
+    k = _gp_kernel(grid, rng)
+    chol = np.linalg.cholesky(k + (1e-4 * np.mean(np.diag(k)) + 1e-6) * np.eye(n))
+    draw = chol @ rng.standard_normal(n)
     return np.interp(np.linspace(0, 1, length), grid, draw)
 
 

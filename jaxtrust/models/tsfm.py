@@ -368,11 +368,12 @@ def tsfm_loss(
     r"""TimesFM's training loss: normalised MSE plus the quantile (pinball) losses.
 
     .. math:: \mathcal{L} = \frac{1}{|V| H}\sum_{(b,i) \in V}\sum_{j}
-       \Big(\frac{\hat y_{bij} - y_{bij}}{\sigma_b}\Big)^2
-       + \sum_q \rho_q\Big(\frac{y_{bij} - \hat y^{(q)}_{bij}}{\sigma_b}\Big),
+       \Big(\frac{\hat y_{bij} - y_{bij}}{s_b}\Big)^2
+       + \sum_q \rho_q\Big(\frac{y_{bij} - \hat y^{(q)}_{bij}}{s_b}\Big),
        \quad \rho_q(u) = \max(q u, (q-1) u),
 
-    over the patches V with an observed point (or only the last patch).
+    over the patches V with an observed point (or only the last patch); :math:`s_b` is the
+    standard deviation of row b's observed context.
 
     Args:
       model: the forecaster.
@@ -391,7 +392,14 @@ def tsfm_loss(
     valid = jnp.any(m.reshape(b, n, c.patch_len), axis=-1).astype(jnp.float32)
     if last_patch_only:
         valid = valid * (jnp.arange(n) == n - 1)[None, :].astype(jnp.float32)
-    s = out.scale[:, None, None]
+    # Errors are scaled by the std of the whole observed context, not by the first patch's
+    # (the model's normalisation): a trending series would otherwise weigh thousands of times
+    # more than a flat one. This weights the loss only; the forecasts stay causal.
+    mf = m.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(mf, axis=1), 1.0)
+    mu = jnp.sum(context * mf, axis=1) / count
+    std = jnp.sqrt(jnp.sum(mf * (context - mu[:, None]) ** 2, axis=1) / count)
+    s = jnp.where(std < STD_TOLERANCE, 1.0, std)[:, None, None]
     err = (out.mean - targets) / s
     u = (targets[..., None] - out.quantiles) / s[..., None]
     q = jnp.asarray(c.quantiles, jnp.float32)[None, None, None, :]
