@@ -25,6 +25,7 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "secpe": "jaxtrust.privacy.secpe.reproduce",
     "mape": "jaxtrust.unlearning.mape.reproduce",
     "rsu": "jaxtrust.unlearning.rsu.reproduce",
+    "ltsv": "jaxtrust.valuation.ltsv.reproduce",
 }
 
 PRESETS = ("quick", "full")
