@@ -42,6 +42,8 @@ RUNTIME_CHECKED = (
     "jaxtrust.data.vision",
     "jaxtrust.privacy.mia",
     "jaxtrust.unlearning",
+    "jaxtrust.valuation",
+    "jaxtrust.data.timeseries",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook

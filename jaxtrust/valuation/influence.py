@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxtrust.valuation.objectives import Objective, check_windows
 
@@ -47,8 +47,8 @@ def _check_chunk(chunk_size: int) -> None:
 
 def per_window_grad_dots(
     objective: Objective,
-    windows: Float[Array, "n length"],
-    direction: Float[Array, " params"],
+    windows: Float[ArrayLike, "n length"],
+    direction: Float[ArrayLike, " params"],
     *,
     chunk_size: int = 32,
 ) -> Float[Array, " n"]:
@@ -80,8 +80,8 @@ def _context_grad(objective: Objective, context: jax.Array) -> jax.Array:
 
 def tracin_scores(
     objective: Objective,
-    train: Float[Array, "n length"],
-    context: Float[Array, "m length"],
+    train: Float[ArrayLike, "n length"],
+    context: Float[ArrayLike, "m length"],
     *,
     learning_rate: float = 1.0,
     chunk_size: int = 32,
@@ -176,14 +176,14 @@ def inverse_hvp(
 
 def influence_scores(
     objective: Objective,
-    train: Float[Array, "n length"],
-    context: Float[Array, "m length"],
+    train: Float[ArrayLike, "n length"],
+    context: Float[ArrayLike, "m length"],
     *,
     method: str = "cg",
     damping: float = 1e-3,
     iterations: int = 50,
     scale: float = 10.0,
-    hessian_windows: Float[Array, "k length"] | None = None,
+    hessian_windows: Float[ArrayLike, "k length"] | None = None,
     chunk_size: int = 32,
 ) -> Float[Array, " n"]:
     r"""Influence-function values :math:`\nabla L_{ctx}^\top (H+\lambda I)^{-1}\nabla \ell_i`.

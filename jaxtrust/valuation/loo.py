@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxtrust.training.inner import scan_optimize
 from jaxtrust.valuation.objectives import Objective, check_windows
@@ -33,9 +33,9 @@ __all__ = ["RemovalCurve", "finetuned_losses", "loo_scores", "removal_curve"]
 
 def finetuned_losses(
     objective: Objective,
-    train: Float[Array, "n length"],
-    weights: Float[Array, "k n"],
-    evaluate: Float[Array, "m length"],
+    train: Float[ArrayLike, "n length"],
+    weights: Float[ArrayLike, "k n"],
+    evaluate: Float[ArrayLike, "m length"],
     *,
     tx: optax.GradientTransformation,
     steps: int,
@@ -67,8 +67,8 @@ def finetuned_losses(
 
 def loo_scores(
     objective: Objective,
-    train: Float[Array, "n length"],
-    context: Float[Array, "m length"],
+    train: Float[ArrayLike, "n length"],
+    context: Float[ArrayLike, "m length"],
     subset: Sequence[int] | np.ndarray,
     *,
     tx: optax.GradientTransformation,
@@ -121,9 +121,9 @@ class RemovalCurve(NamedTuple):
 
 def removal_curve(
     objective: Objective,
-    train: Float[Array, "n length"],
-    values: Float[Array, " n"],
-    evaluate: Float[Array, "m length"],
+    train: Float[ArrayLike, "n length"],
+    values: Float[ArrayLike, " n"],
+    evaluate: Float[ArrayLike, "m length"],
     fractions: Sequence[float],
     *,
     tx: optax.GradientTransformation,

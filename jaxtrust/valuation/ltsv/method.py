@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxtrust.training.inner import scan_optimize
 from jaxtrust.valuation.objectives import Objective, check_windows
@@ -53,8 +53,8 @@ def _one_value(objective: Objective, tx, steps: int, context: jax.Array):
 
 def ltsv_scores(
     objective: Objective,
-    train: Float[Array, "n length"],
-    context: Float[Array, "m length"],
+    train: Float[ArrayLike, "n length"],
+    context: Float[ArrayLike, "m length"],
     *,
     tx: optax.GradientTransformation | None = None,
     steps: int = 1,
@@ -103,8 +103,8 @@ def ltsv_scores(
 
 def ltsv_scores_loop(
     objective: Objective,
-    train: Float[Array, "n length"],
-    context: Float[Array, "m length"],
+    train: Float[ArrayLike, "n length"],
+    context: Float[ArrayLike, "m length"],
     *,
     tx: optax.GradientTransformation | None = None,
     steps: int = 1,
