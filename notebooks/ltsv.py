@@ -80,7 +80,7 @@ plt.legend()
 
 # %%
 length = mc.context_len + mc.output_patch_len
-trial = _trial(config, series, length, seed=0)
+trial = _trial(config, series, length, 0, mc.output_patch_len)
 objective = tsfm_objective(fc.model)
 train, context = jnp.asarray(trial["train"]), jnp.asarray(trial["context"])
 print(trial["labels"].sum(), "of", len(trial["labels"]), "windows overlap a corruption")

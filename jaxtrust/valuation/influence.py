@@ -123,7 +123,7 @@ def inverse_hvp(
     method: str = "cg",
     damping: float = 1e-3,
     iterations: int = 50,
-    scale: float = 10.0,
+    scale: float | jax.Array = 10.0,
 ) -> InverseHVP:
     r"""Solve :math:`(H + \lambda I) s = b` with Hessian-vector products only.
 
@@ -156,7 +156,7 @@ def inverse_hvp(
         raise ValueError(f"damping must be >= 0, got {damping!r}")
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
-    if not scale > 0:
+    if isinstance(scale, int | float) and not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale!r}")
 
     def damped(v):
@@ -182,7 +182,7 @@ def influence_scores(
     method: str = "cg",
     damping: float = 1e-3,
     iterations: int = 50,
-    scale: float = 10.0,
+    scale: float | None = None,
     hessian_windows: Float[ArrayLike, "k length"] | None = None,
     chunk_size: int = 32,
 ) -> Float[Array, " n"]:
@@ -195,7 +195,9 @@ def influence_scores(
       objective: the loss and parameters.
       train: ``[n, length]`` windows to value.
       context: ``[m, length]`` held-out context windows.
-      method / damping / iterations / scale: see :func:`inverse_hvp`.
+      method / damping / iterations / scale: see :func:`inverse_hvp`; ``scale=None`` sets
+        LiSSA's c to 1.5 times the top eigenvalue of :math:`H + \lambda I`, estimated by 20
+        power iterations.
       hessian_windows: windows defining H (a subsample keeps each HVP cheap).
       chunk_size: windows per vmapped chunk of the per-window gradients.
 
@@ -216,9 +218,17 @@ def influence_scores(
         def hvp(v):
             return jax.jvp(train_grad, (flat,), (v,))[1]
 
-        return inverse_hvp(
-            hvp, g, method=method, damping=damping, iterations=iterations, scale=scale
-        )
+        c = scale
+        if c is None:
+
+            def power(v, _):
+                w = hvp(v)
+                return w / jnp.maximum(jnp.linalg.norm(w), 1e-30), None
+
+            v0 = jnp.ones_like(g) / jnp.sqrt(g.size)
+            v, _ = jax.lax.scan(power, v0, None, length=20)
+            c = 1.5 * (jnp.abs(jnp.dot(v, hvp(v))) + damping)
+        return inverse_hvp(hvp, g, method=method, damping=damping, iterations=iterations, scale=c)
 
     s = solve(_context_grad(objective, context)).solution
     return per_window_grad_dots(objective, train, s, chunk_size=chunk_size)
