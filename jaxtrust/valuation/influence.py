@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float
 
+from jaxtrust.training.memo import memoize
 from jaxtrust.valuation.objectives import Objective, check_windows
 
 __all__ = [
@@ -64,13 +65,20 @@ def per_window_grad_dots(
       ``[n]`` dot products.
     """
     _check_chunk(chunk_size)
-    flat, unravel = ravel_pytree(objective.params)
+    loss = objective.loss
 
-    def one(w):
-        g = jax.grad(objective.loss)(objective.params, w[None], jnp.ones((1,)))
-        return jnp.dot(ravel_pytree(g)[0], direction)
+    def build():
+        def run(params, ws, d):
+            def one(w):
+                g = jax.grad(loss)(params, w[None], jnp.ones((1,)))
+                return jnp.dot(ravel_pytree(g)[0], d)
 
-    return jax.jit(lambda ws: jax.lax.map(one, ws, batch_size=chunk_size))(windows)
+            return jax.lax.map(one, ws, batch_size=chunk_size)
+
+        return jax.jit(run)
+
+    run = memoize("valuation.grad_dots", (loss, chunk_size), build)
+    return run(objective.params, jnp.asarray(windows), jnp.asarray(direction))
 
 
 def _context_grad(objective: Objective, context: jax.Array) -> jax.Array:
@@ -207,28 +215,35 @@ def influence_scores(
     train = check_windows(train, "train")
     context = check_windows(context, "context", train.shape[1])
     hw = train if hessian_windows is None else check_windows(hessian_windows, "hessian_windows")
-    flat, unravel = ravel_pytree(objective.params)
-    ones = jnp.ones((hw.shape[0],))
+    loss = objective.loss
 
-    def train_grad(v):
-        return ravel_pytree(jax.grad(objective.loss)(unravel(v), hw, ones))[0]
+    def build():
+        def solve(params, hw, g):
+            flat, unravel = ravel_pytree(params)
+            ones = jnp.ones((hw.shape[0],))
 
-    @jax.jit
-    def solve(g):
-        def hvp(v):
-            return jax.jvp(train_grad, (flat,), (v,))[1]
+            def train_grad(v):
+                return ravel_pytree(jax.grad(loss)(unravel(v), hw, ones))[0]
 
-        c = scale
-        if c is None:
+            def hvp(v):
+                return jax.jvp(train_grad, (flat,), (v,))[1]
 
-            def power(v, _):
-                w = hvp(v)
-                return w / jnp.maximum(jnp.linalg.norm(w), 1e-30), None
+            c = scale
+            if c is None:
 
-            v0 = jnp.ones_like(g) / jnp.sqrt(g.size)
-            v, _ = jax.lax.scan(power, v0, None, length=20)
-            c = 1.5 * (jnp.abs(jnp.dot(v, hvp(v))) + damping)
-        return inverse_hvp(hvp, g, method=method, damping=damping, iterations=iterations, scale=c)
+                def power(v, _):
+                    w = hvp(v)
+                    return w / jnp.maximum(jnp.linalg.norm(w), 1e-30), None
 
-    s = solve(_context_grad(objective, context)).solution
+                v0 = jnp.ones_like(g) / jnp.sqrt(g.size)
+                v, _ = jax.lax.scan(power, v0, None, length=20)
+                c = 1.5 * (jnp.abs(jnp.dot(v, hvp(v))) + damping)
+            return inverse_hvp(
+                hvp, g, method=method, damping=damping, iterations=iterations, scale=c
+            )
+
+        return jax.jit(solve)
+
+    solve = memoize("valuation.influence", (loss, method, damping, iterations, scale), build)
+    s = solve(objective.params, hw, _context_grad(objective, context)).solution
     return per_window_grad_dots(objective, train, s, chunk_size=chunk_size)

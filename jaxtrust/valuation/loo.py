@@ -26,6 +26,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float
 
 from jaxtrust.training.inner import scan_optimize
+from jaxtrust.training.memo import memoize
 from jaxtrust.valuation.objectives import Objective, check_windows
 
 __all__ = ["RemovalCurve", "finetuned_losses", "loo_scores", "removal_curve"]
@@ -55,14 +56,27 @@ def finetuned_losses(
     Returns:
       ``[k]`` losses on ``evaluate``.
     """
-    ones = jnp.ones((evaluate.shape[0],))
+    loss = objective.loss
 
-    def one(w):
-        params, _ = scan_optimize(objective.loss, objective.params, tx, steps, train, w)
-        return objective.loss(params, evaluate, ones)
+    def build():
+        def run(params0, train, ws, evaluate):
+            ones = jnp.ones((evaluate.shape[0],))
 
-    run = jax.jit(lambda ws: jax.lax.map(one, ws, batch_size=chunk_size))
-    return run(jnp.asarray(weights, jnp.float32))
+            def one(w):
+                params, _ = scan_optimize(loss, params0, tx, steps, train, w)
+                return loss(params, evaluate, ones)
+
+            return jax.lax.map(one, ws, batch_size=chunk_size)
+
+        return jax.jit(run)
+
+    run = memoize("valuation.finetuned_losses", (loss, tx, steps, chunk_size), build)
+    return run(
+        objective.params,
+        jnp.asarray(train, jnp.float32),
+        jnp.asarray(weights, jnp.float32),
+        jnp.asarray(evaluate, jnp.float32),
+    )
 
 
 def loo_scores(

@@ -85,7 +85,9 @@ def tsfm_objective(model: TSFM, *, last_patch_only: bool = True) -> Objective:
         w = weights.astype(jnp.float32)
         return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1e-12)
 
-    return Objective(loss, params, lambda p: nnx.merge(graphdef, p, rest))
+    # Jitted once here, so eager calls are one compiled program and every valuer's memoised
+    # program can key on this function.
+    return Objective(jax.jit(loss), params, lambda p: nnx.merge(graphdef, p, rest))
 
 
 def check_windows(windows: Any, name: str, length: int | None = None) -> Float[Array, "n length"]:

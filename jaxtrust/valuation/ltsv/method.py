@@ -34,19 +34,18 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxtrust.training.inner import scan_optimize
+from jaxtrust.training.memo import memoize
 from jaxtrust.valuation.objectives import Objective, check_windows
 
 __all__ = ["BlockScores", "aggregate_blocks", "ltsv_scores", "ltsv_scores_loop"]
 
 
-def _one_value(objective: Objective, tx, steps: int, context: jax.Array):
-    ones_ctx = jnp.ones((context.shape[0],))
+def _value_fn(loss, tx, steps: int):
+    """``value(params, window, context) -> context loss after fine-tuning on the window``."""
 
-    def value(window):
-        params, _ = scan_optimize(
-            objective.loss, objective.params, tx, steps, window[None], jnp.ones((1,))
-        )
-        return objective.loss(params, context, ones_ctx)
+    def value(params0, window, context):
+        params, _ = scan_optimize(loss, params0, tx, steps, window[None], jnp.ones((1,)))
+        return loss(params, context, jnp.ones((context.shape[0],)))
 
     return value
 
@@ -87,18 +86,33 @@ def ltsv_scores(
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     tx = optax.sgd(1e-2) if tx is None else tx
-    base = objective.loss(objective.params, context, jnp.ones((context.shape[0],)))
-    value = _one_value(objective, tx, steps, context)
+    loss, params = objective.loss, objective.params
+    base = loss(params, context, jnp.ones((context.shape[0],)))
+    value = _value_fn(loss, tx, steps)
     n = train.shape[0]
     devices = jax.devices()
     if shard and len(devices) > 1 and n % len(devices) == 0:
         mesh = jax.sharding.Mesh(np.array(devices), ("windows",))
         sharding = NamedSharding(mesh, PartitionSpec("windows"))
-        train = jax.device_put(train, sharding)
-        run = jax.jit(jax.vmap(value), in_shardings=sharding, out_shardings=sharding)
-        return base - run(train)
-    run = jax.jit(lambda ws: jax.lax.map(value, ws, batch_size=chunk_size))
-    return base - run(train)
+        replicated = NamedSharding(mesh, PartitionSpec())
+
+        def build_sharded():
+            return jax.jit(
+                jax.vmap(value, in_axes=(None, 0, None)),
+                in_shardings=(replicated, sharding, replicated),
+                out_shardings=sharding,
+            )
+
+        run = memoize("ltsv.sharded", (loss, tx, steps, len(devices)), build_sharded)
+        return base - run(params, jax.device_put(train, sharding), context)
+
+    def build():
+        return jax.jit(
+            lambda p, ws, c: jax.lax.map(lambda w: value(p, w, c), ws, batch_size=chunk_size)
+        )
+
+    run = memoize("ltsv.scores", (loss, tx, steps, chunk_size), build)
+    return base - run(params, train, context)
 
 
 def ltsv_scores_loop(
@@ -114,8 +128,8 @@ def ltsv_scores_loop(
     context = check_windows(context, "context", train.shape[1])
     tx = optax.sgd(1e-2) if tx is None else tx
     base = objective.loss(objective.params, context, jnp.ones((context.shape[0],)))
-    value = jax.jit(_one_value(objective, tx, steps, context))
-    return jnp.stack([base - value(w) for w in train])
+    value = jax.jit(_value_fn(objective.loss, tx, steps))
+    return jnp.stack([base - value(objective.params, w, context) for w in train])
 
 
 class BlockScores(NamedTuple):
