@@ -94,7 +94,7 @@ class LTSVConfig:
     knn_ks: tuple[int, ...] = (3, 10, 30)
     cg_iterations: int = 30
     hessian_windows: int = 64
-    curve_fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    curve_fractions: tuple[float, ...] = (0.0, 0.1, 0.2)
     num_seeds: int = 3
 
     def __post_init__(self):
@@ -139,7 +139,12 @@ PRESETS = {
         num_seeds=1,
     ),
     "quick": LTSVConfig(),
-    "full": LTSVConfig(pretrain=PretrainConfig.tiny(steps=3000), num_train=400, num_seeds=5),
+    "full": LTSVConfig(
+        pretrain=PretrainConfig.tiny(steps=3000),
+        num_train=400,
+        curve_fractions=(0.0, 0.1, 0.2, 0.3),
+        num_seeds=5,
+    ),
 }
 
 
