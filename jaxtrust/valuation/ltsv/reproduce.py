@@ -267,6 +267,12 @@ def run(config: LTSVConfig, ctx: RunContext) -> ExperimentResult:
     clock = time.perf_counter()
     fmetrics = evaluate_forecaster(fc.model, fc.config)
     stages["forecaster_eval"] = time.perf_counter() - clock
+    for name, mase in fmetrics["mase"].items():
+        ctx.log(
+            f"forecaster {name}: MASE {mase:.3f} (seasonal-naive "
+            f"{fmetrics['seasonal_naive_mase'][name]:.3f}), WQL {fmetrics['wql'][name]:.4f} "
+            f"(seasonal-naive {fmetrics['seasonal_naive_wql'][name]:.4f})"
+        )
     mc = config.pretrain.model
     length, horizon = mc.context_len + mc.output_patch_len, mc.output_patch_len
     objective = tsfm_objective(fc.model)
@@ -345,6 +351,7 @@ def run(config: LTSVConfig, ctx: RunContext) -> ExperimentResult:
             )
         )
         per_seed.append(row)
+        ctx.log(f"seed {seed} done; stage seconds so far: {stages}")
 
     def agg(name, key):
         vals = np.array([r[name][key] for r in per_seed], float)
