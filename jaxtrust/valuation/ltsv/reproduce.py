@@ -211,11 +211,20 @@ def _auroc(labels: np.ndarray, values: np.ndarray) -> float:
     return float(roc_auc_score(labels, -np.asarray(values)))
 
 
+_SGD: dict[float, optax.GradientTransformation] = {}
+
+
+def _sgd(lr: float) -> optax.GradientTransformation:
+    # One transformation object per step size: compiled LTSV programs are memoised on it, so a
+    # fresh optax.sgd per call would recompile (and bill the compile to LTSV's wall time).
+    return _SGD.setdefault(lr, optax.sgd(lr))
+
+
 def _value(name: str, choice: int, objective, trial, config, horizon) -> np.ndarray:
     train, ctx = jnp.asarray(trial["train"]), jnp.asarray(trial["context"])
     if name in ("ltsv", "ltsv_no_aggregation"):
         v = np.asarray(
-            ltsv_scores(objective, train, ctx, tx=optax.sgd(config.ltsv_lrs[choice]), shard=False)
+            ltsv_scores(objective, train, ctx, tx=_sgd(config.ltsv_lrs[choice]), shard=False)
         )
         if name == "ltsv":
             v = aggregate_blocks(v, trial["starts"], train.shape[1], trial["series_len"]).sample
