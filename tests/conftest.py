@@ -45,6 +45,8 @@ RUNTIME_CHECKED = (
     "jaxtrust.multimodal.shape",
     "jaxtrust.privacy.memhunter",
     "jaxtrust.data.stdlib_text",
+    "jaxtrust.valuation",
+    "jaxtrust.data.timeseries",
 )
 if importlib.util.find_spec("beartype") is not None:
     from jaxtyping import install_import_hook

@@ -28,6 +28,7 @@ EXPERIMENT_MODULES: dict[str, str] = {
     "shape": "jaxtrust.multimodal.shape.reproduce",
     "memhunter": "jaxtrust.privacy.memhunter.reproduce",
     "aqua": "jaxtrust.multimodal.aqua.reproduce",
+    "ltsv": "jaxtrust.valuation.ltsv.reproduce",
 }
 
 PRESETS = ("quick", "full")
