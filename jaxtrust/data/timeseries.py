@@ -179,7 +179,8 @@ def synthetic_series(kind: str, length: int, *, seed: int) -> Float[np.ndarray, 
     * ``ar``: a stationary AR(p), :math:`x_t = \sum_{i \le p} \phi_i x_{t-i} + \epsilon_t`,
       p in 1..3 with roots outside the unit circle.
     * ``gp``: KernelSynth, one draw of a GP whose kernel is a random sum/product of RBF,
-      periodic, linear, rational-quadratic and white kernels (drawn on at most 256 grid points, interpolated).
+      periodic, linear, rational-quadratic and white kernels (drawn on at most 256 grid points,
+      interpolated).
 
     Args:
       kind: one of :data:`SYNTHETIC_KINDS`.
