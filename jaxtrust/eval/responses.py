@@ -60,7 +60,7 @@ def _decode(tokenizer: Any, ids: list[int]) -> str:
 def generate_responses(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[Sequence[int]],
+    prompts: Sequence[Sequence[int | np.integer]],
     *,
     max_new_tokens: int = 16,
     batch_size: int = 256,
