@@ -53,7 +53,7 @@ def proportion_se(p: float, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / n)
 
 
-def claim_count(holds: Sequence[bool]) -> dict[str, int]:
+def claim_count(holds: Sequence[bool | np.bool_]) -> dict[str, int]:
     """``{"holds": N, "seeds": M}``: on how many of M seeds a claim held."""
     flags = [bool(h) for h in holds]
     if not flags:

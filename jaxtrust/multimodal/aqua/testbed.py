@@ -308,7 +308,9 @@ def cached_substrate(
         rcfg, vcfg = model_configs(world, config)
         retriever = Retriever(rcfg, rngs=nnx.Rngs(0))
         lm_model, answer_tok = _pretrained_lm(config)
-        generator = VisionLanguageModel(vcfg, rngs=nnx.Rngs(0), lm=lm_model)
+        # the same structure build_substrate gives it: a copy of the retriever's image tower
+        vision = nnx.clone(retriever.image_tower)
+        generator = VisionLanguageModel(vcfg, rngs=nnx.Rngs(0), vision=vision, lm=lm_model)
         for name, model in (("retriever", retriever), ("generator", generator)):
             state = load_pytree(directory / name, nnx.state(model))
             nnx.update(model, jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), state))
