@@ -46,6 +46,17 @@ PAGES: list[tuple[str, str, str, str, list[tuple[str, list[str]]]]] = [
         "checkpoints and sharding.",
         [
             (
+                "Preference optimisation (DPO)",
+                [
+                    "preference_pool",
+                    "reference_logprobs",
+                    "pair_logprobs",
+                    "make_dpo_loss",
+                    "dpo_finetune",
+                    "DPOResult",
+                ],
+            ),
+            (
                 "Losses",
                 [
                     "lm_loss",
@@ -350,6 +361,16 @@ PAGES: list[tuple[str, str, str, str, list[tuple[str, list[str]]]]] = [
         "jaxtrust.privacy.mia",
         "LiRA with vmapped shadow models, simple membership scores, and SalUn's SVC MIA-efficacy.",
         [
+            (
+                "Language-model membership scores",
+                [
+                    "lm_membership_scores",
+                    "lm_features",
+                    "token_statistics",
+                    "TokenStats",
+                    "LM_SCORES",
+                ],
+            ),
             (
                 "Shadow models",
                 [
