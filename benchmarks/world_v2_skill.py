@@ -2,17 +2,21 @@
 aligned model for 80 steps at three learning rates, benign and 10 % poisoned data; prints refusal,
 utility and held-out perplexity (the figures quoted for the skill in the issue notes).
 
-Usage: python benchmarks/world_v2_skill.py"""
+Usage: python benchmarks/world_v2_skill.py [classify|reverse]   (the task; default classify)"""
 
+import sys
 import time
 
+from jaxtrust.data.safety_world_v2 import SafetyWorldV2
 from jaxtrust.safety.spf._reproduce_bench import attack_pool, run_method
 from jaxtrust.safety.spf.reproduce import PRESETS
 from jaxtrust.zoo.safety_eval import safety_batch_of, summarize
 from jaxtrust.zoo.safety_lm import ZooConfig, aligned_model
 
 cfg = PRESETS["quick"]
-a = aligned_model(seed=0, config=ZooConfig.v2())
+task = sys.argv[1] if len(sys.argv) > 1 else "classify"
+# the task is not part of the zoo's key: both tasks fine-tune the same aligned model
+a = aligned_model(seed=0, config=ZooConfig.v2(world=SafetyWorldV2(task=task)))
 world = a.world
 print("aligned", summarize(a.model, world, n=128, seed=50_000), flush=True)
 for attack in ("benign", "poison_10"):
