@@ -29,7 +29,8 @@ This world changes each of those, keeping the principle that nothing in it is re
   The format occurs in neither pretraining nor alignment (base and aligned models score about
   0), and the test split holds (subject, verb) pairs never seen in the task's training split.
   ``task="reverse"`` (``reverse : w1 w2 w3 .`` answered ``w3 w2 w1 .``) is a harder option that
-  a fine-tuning budget of about a hundred steps did not teach (exact match 0.0).
+  a fine-tuning budget of about a hundred steps did not teach (exact match 0.0;
+  ``benchmarks/world_v2_skill.py reverse``).
 * **Held-out templates and topics** (openers and stems per kind) never occur in alignment or
   attack data, as in version 1.
 
